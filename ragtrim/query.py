@@ -1,0 +1,98 @@
+"""What a query-path stage sees: the query, its filters, the index (if any) and lazy vectors.
+
+Every query stage has the same signature, ``run(ctx, candidates) -> StageOutput``, so stages
+compose in any order the pipeline allows, and the same stages trim candidates that came from a
+framework retriever (``ctx.index is None``): vectors are then embedded on demand through the
+embedding cache instead of read from the index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from ragtrim.types import Candidate, Chunk, Drop
+
+if TYPE_CHECKING:
+    from ragtrim.tokens import TokenCounter
+
+
+class Embedder(Protocol):
+    """Anything that turns texts into L2-normalised float32 rows (cached or not)."""
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class IndexView(Protocol):
+    """The read side of an index that query stages use (implemented by ``HybridIndex``)."""
+
+    fingerprint: str
+
+    def document_metadata(self) -> list[Mapping[str, Any]]: ...
+    def chunk_document_rows(self) -> np.ndarray: ...
+    def alive_mask(self) -> np.ndarray: ...
+    def chunk_vector(self, chunk_id: str) -> np.ndarray | None: ...
+    def sentence_vectors(self, chunk_id: str) -> np.ndarray | None: ...
+
+
+@dataclass
+class StageOutput:
+    candidates: list[Candidate]
+    drops: list[Drop] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class QueryContext:
+    query: str
+    counter: TokenCounter
+    task_type: str | None = None
+    filters: Mapping[str, Any] | None = None
+    index: IndexView | None = None
+    embedder: Embedder | None = None
+    #: boolean mask over index chunk rows; set by the filter stage, honoured by retrievers
+    allowed: np.ndarray | None = None
+    _query_vector: np.ndarray | None = field(default=None, repr=False)
+
+    def query_vector(self) -> np.ndarray:
+        if self._query_vector is None:
+            self._query_vector = self._require_embedder().embed([self.query])[0]
+        return self._query_vector
+
+    def chunk_vectors(self, chunks: Sequence[Chunk]) -> np.ndarray:
+        """One row per chunk: stored vectors where the index has them, embedded otherwise."""
+        return self._vectors(chunks, lambda c: self.index.chunk_vector(c.id) if self.index else None,
+                             lambda c: [c.text])
+
+    def sentence_vectors(self, chunk: Chunk) -> np.ndarray:
+        """One row per sentence span of ``chunk`` (stored at ingestion when configured)."""
+        if self.index is not None:
+            stored = self.index.sentence_vectors(chunk.id)
+            if stored is not None and len(stored) == len(chunk.sentences):
+                return stored
+        texts = [chunk.text[a:b] for a, b in chunk.sentences]
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return self._require_embedder().embed(texts)
+
+    def _vectors(self, chunks: Sequence[Chunk], stored, texts_of) -> np.ndarray:
+        rows: list[np.ndarray | None] = [stored(c) for c in chunks]
+        missing = [i for i, r in enumerate(rows) if r is None]
+        if missing:
+            fresh = self._require_embedder().embed([texts_of(chunks[i])[0] for i in missing])
+            for i, vector in zip(missing, fresh):
+                rows[i] = vector
+        if not rows:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.vstack(rows).astype(np.float32, copy=False)
+
+    def _require_embedder(self) -> Embedder:
+        if self.embedder is None:
+            from ragtrim.errors import ConfigError
+
+            raise ConfigError("this stage needs embeddings but the pipeline has no embedder")
+        return self.embedder
