@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 class Embedder(Protocol):
     """Anything that turns texts into L2-normalised float32 rows (cached or not)."""
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+    def embed(self, texts: Sequence[str], kind: str = "passage") -> np.ndarray: ...
 
 
 class IndexView(Protocol):
@@ -35,7 +35,7 @@ class IndexView(Protocol):
     def chunk_document_rows(self) -> np.ndarray: ...
     def alive_mask(self) -> np.ndarray: ...
     def chunk_vector(self, chunk_id: str) -> np.ndarray | None: ...
-    def sentence_vectors(self, chunk_id: str) -> np.ndarray | None: ...
+    def sentence_vectors_of(self, chunk_id: str) -> np.ndarray | None: ...
 
 
 @dataclass
@@ -60,7 +60,7 @@ class QueryContext:
 
     def query_vector(self) -> np.ndarray:
         if self._query_vector is None:
-            self._query_vector = self._require_embedder().embed([self.query])[0]
+            self._query_vector = self._require_embedder().embed([self.query], kind="query")[0]
         return self._query_vector
 
     def chunk_vectors(self, chunks: Sequence[Chunk]) -> np.ndarray:
@@ -71,7 +71,7 @@ class QueryContext:
     def sentence_vectors(self, chunk: Chunk) -> np.ndarray:
         """One row per sentence span of ``chunk`` (stored at ingestion when configured)."""
         if self.index is not None:
-            stored = self.index.sentence_vectors(chunk.id)
+            stored = self.index.sentence_vectors_of(chunk.id)
             if stored is not None and len(stored) == len(chunk.sentences):
                 return stored
         texts = [chunk.text[a:b] for a, b in chunk.sentences]

@@ -103,7 +103,7 @@ class Stage:
         return type(self) is type(other) and self.config == other.config  # type: ignore[attr-defined]
 
     def __hash__(self) -> int:
-        return hash((type(self).__name__, self.config))
+        return hash((type(self).__name__, self.config.model_dump_json()))
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())

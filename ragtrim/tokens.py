@@ -181,6 +181,13 @@ class TokenCounter:
             return [len(ids) for ids in self._encoding.encode_ordinary_batch(list(texts))]
         return [self.count(t) for t in texts]
 
+    def token_starts(self, text: str) -> list[int]:
+        """Char offset where each token starts (tiktoken only), for cutting text on token bounds."""
+        if self._encoding is None:
+            raise ConfigError(f"token offsets need a tiktoken encoding, not {self.name!r}")
+        _, offsets = self._encoding.decode_with_offsets(self._encoding.encode_ordinary(text))
+        return list(offsets)
+
     def truncate(self, text: str, max_tokens: int) -> str:
         """The longest prefix of ``text`` that counts at most ``max_tokens``."""
         if max_tokens <= 0 or not text:

@@ -1,0 +1,280 @@
+"""``ragtrim bench``: baselines and ragtrim systems on one data set, written to files.
+
+Outputs in ``--out``: ``results.json`` (every aggregate and per-query record, the config, the
+data set fingerprint, package versions, machine), ``results.md`` (tables and the headline token
+ratio), ``tokens_vs_quality.png`` (one curve per system family, Pareto frontier marked).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ragtrim.bench.datasets import Dataset, load_dataset
+from ragtrim.bench.engine import (
+    BASELINE_KS,
+    BASELINE_MODES,
+    Progress,
+    System,
+    baseline_systems,
+    evaluate,
+    grid_systems,
+    indexed_pipeline,
+    pareto_front,
+    primary_metric,
+    summarise,
+)
+from ragtrim.errors import ConfigError
+from ragtrim.packing.pricing import price_per_token
+from ragtrim.pipeline import Pipeline
+
+METRICS = (
+    "answer_recall",
+    "evidence_recall",
+    "evidence_all",
+    "doc_recall",
+    "ndcg@10",
+    "retriever_ndcg@10",
+    "recall@100",
+)
+#: without a sweep file: the configured pipeline plus a spread of cutoffs, for a curve
+DEFAULT_GRID = {"packer.relative_threshold": [0.8, 0.6, 0.4]}
+HEADLINE_BASELINE = "naive-hybrid-top5"
+
+
+def load_sweep(path: Path | None) -> tuple[list[System], list[str], list[int]]:
+    """Systems, baseline modes and ks from a sweep file (or the defaults)."""
+    if path is None:
+        return (
+            [System("ragtrim", "ragtrim"), *grid_systems(DEFAULT_GRID)],
+            list(BASELINE_MODES),
+            list(BASELINE_KS),
+        )
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read sweep file: {exc}") from None
+    unknown = set(data) - {"systems", "grid", "baselines", "k"}
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown key(s) {sorted(unknown)}; valid: systems, grid, baselines, k"
+        )
+    systems = [System("ragtrim", "ragtrim")]
+    for i, entry in enumerate(data.get("systems") or []):
+        if not isinstance(entry, Mapping) or "name" not in entry:
+            raise ConfigError(f"{path}: systems[{i}] needs a 'name' and optional 'overrides'")
+        systems.append(
+            System(str(entry["name"]), "ragtrim", overrides=entry.get("overrides") or {})
+        )
+    if data.get("grid"):
+        systems.extend(grid_systems(data["grid"]))
+    modes = list(data.get("baselines", BASELINE_MODES))
+    bad = set(modes) - set(BASELINE_MODES)
+    if bad:
+        raise ConfigError(
+            f"{path}: baselines {sorted(bad)} unknown; valid: {', '.join(BASELINE_MODES)}"
+        )
+    return systems, modes, list(data.get("k", BASELINE_KS))
+
+
+def _environment() -> dict[str, Any]:
+    versions = {}
+    for package in (
+        "ragtrim",
+        "numpy",
+        "faiss-cpu",
+        "sentence-transformers",
+        "torch",
+        "tiktoken",
+        "rank-bm25",
+    ):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "packages": versions,
+    }
+
+
+def headline(
+    summary: Mapping[str, Mapping[str, Any]], metric: str, baseline: str = HEADLINE_BASELINE
+) -> dict:
+    """Token ratio of the baseline to the cheapest ragtrim system at equal or better quality."""
+    if baseline not in summary or metric not in summary[baseline]:
+        return {}
+    target = summary[baseline][metric]["mean"]
+    base_tokens = summary[baseline]["context_tokens"]
+    eligible = [
+        (s["context_tokens"], name)
+        for name, s in summary.items()
+        if name.startswith("ragtrim") and metric in s and s[metric]["mean"] >= target
+    ]
+    result: dict[str, Any] = {
+        "baseline": baseline,
+        "metric": metric,
+        "baseline_quality": target,
+        "baseline_context_tokens": base_tokens,
+    }
+    if not eligible:
+        best = max(
+            (s[metric]["mean"], n)
+            for n, s in summary.items()
+            if n.startswith("ragtrim") and metric in s
+        )
+        result.update(reached=False, best_ragtrim=best[1], best_ragtrim_quality=best[0])
+        return result
+    tokens, name = min(eligible)
+    result.update(
+        reached=True,
+        system=name,
+        quality=summary[name][metric]["mean"],
+        context_tokens=tokens,
+        token_ratio=base_tokens / tokens if tokens else float("inf"),
+    )
+    return result
+
+
+def _markdown(
+    dataset: Dataset,
+    summary,
+    metric: str,
+    head: dict,
+    front: list[str],
+    info: dict,
+    price: float,
+    model: str,
+) -> str:
+    lines = [
+        f"# {dataset.name}: tokens vs {metric.replace('_', ' ')}",
+        "",
+        f"{len(dataset.queries)} queries, {len(dataset.documents)} documents, data set fingerprint "
+        f"`{dataset.fingerprint}`. Context tokens are exact ({info.get('encoding')}); cost is for "
+        f"{model} input at ${price * 1e6:.2f} per million tokens.",
+        "",
+    ]
+    if head:
+        if head.get("reached"):
+            lines.append(
+                f"**Headline:** {head['system']} reaches {metric} {head['quality']:.3f} (naive hybrid top-5: "
+                f"{head['baseline_quality']:.3f}) with {head['context_tokens']:.0f} context tokens instead of "
+                f"{head['baseline_context_tokens']:.0f}: **{head['token_ratio']:.2f}x fewer tokens**."
+            )
+        else:
+            lines.append(
+                f"**Headline:** no ragtrim system reached naive hybrid top-5's {metric} "
+                f"{head['baseline_quality']:.3f}; best ragtrim: {head['best_ragtrim']} "
+                f"({head['best_ragtrim_quality']:.3f})."
+            )
+        lines.append("")
+    columns = [
+        "system",
+        "context tok",
+        "prompt tok",
+        metric,
+        "95% CI",
+        "doc recall",
+        "p50 ms",
+        "p95 ms",
+        "$ / 1k queries",
+        "pareto",
+    ]
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for name, s in sorted(summary.items(), key=lambda kv: kv[1]["context_tokens"]):
+        quality = s.get(metric, {})
+        docs = s.get("doc_recall", {})
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    name,
+                    f"{s['context_tokens']:.0f}",
+                    f"{s['prompt_tokens']:.0f}",
+                    f"{quality.get('mean', float('nan')):.3f}",
+                    f"{quality['ci95'][0]:.3f}–{quality['ci95'][1]:.3f}" if quality else "",
+                    f"{docs.get('mean', float('nan')):.3f}" if docs else "",
+                    f"{s['latency_ms']['p50']:.1f}",
+                    f"{s['latency_ms']['p95']:.1f}",
+                    f"{s['prompt_tokens'] * price * 1000:.4f}",
+                    "●" if name in front else "",
+                ]
+            )
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run_benchmark(
+    dataset_path: str | Path,
+    out: str | Path,
+    *,
+    config: str | Path | Mapping[str, Any] | None = None,
+    sweep: str | Path | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> str:
+    started = time.perf_counter()
+    dataset = load_dataset(dataset_path)
+    if limit is not None:
+        dataset = dataset.subset(limit, seed)
+    pipe = Pipeline.from_config(config) if config is not None else Pipeline.default()
+    pipe, index_info = indexed_pipeline(pipe, dataset, progress)
+    ragtrim_systems, modes, ks = load_sweep(Path(sweep) if sweep else None)
+    systems = [*baseline_systems(modes, ks), *ragtrim_systems]
+    records = evaluate(pipe, dataset, systems, progress)
+    metric = primary_metric(dataset)
+    summary = summarise(records, METRICS, seed)
+    points = {
+        n: (s["context_tokens"], s[metric]["mean"]) for n, s in summary.items() if metric in s
+    }
+    front = pareto_front(points)
+    head = headline(summary, metric)
+    pricing = pipe.config.pricing
+    price = price_per_token(pricing.model, pricing.prices)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    info = {"encoding": pipe.counter.name, **index_info}
+    result = {
+        "dataset": {
+            "name": dataset.name,
+            "path": str(dataset.path),
+            "fingerprint": dataset.fingerprint,
+            "queries": len(dataset.queries),
+            "documents": len(dataset.documents),
+            "task_types": dataset.task_types(),
+        },
+        "metric": metric,
+        "headline": head,
+        "pareto_front": front,
+        "systems": {s.name: s.to_dict() for s in systems},
+        "summary": summary,
+        "config": pipe.to_config(),
+        "index": info,
+        "pricing": {"model": pricing.model, "usd_per_million_input": price * 1e6},
+        "environment": _environment(),
+        "seed": seed,
+        "limit": limit,
+        "seconds": round(time.perf_counter() - started, 1),
+        "records": records,
+    }
+    (out / "results.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    markdown = _markdown(dataset, summary, metric, head, front, info, price, pricing.model)
+    (out / "results.md").write_text(markdown, encoding="utf-8")
+    from ragtrim.bench.plots import plot_tokens_vs_quality
+
+    plot_tokens_vs_quality(
+        summary, metric, front, out / "tokens_vs_quality.png", title=dataset.name
+    )
+    return markdown

@@ -1,0 +1,185 @@
+"""``ragtrim tune``: the cheapest profile per task type that keeps answer quality.
+
+Queries are split into tune and test halves (seeded, stratified by task type). On the tune
+half, every candidate profile is evaluated per task type; the cheapest (mean prompt tokens)
+whose quality is at least ``target`` x the best quality observed for that task type wins.
+Both halves are reported; the test-half numbers are the honest ones. The winning profiles are
+written into a pipeline config that ``Pipeline.run(query, task_type=...)`` applies.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragtrim.bench.datasets import Dataset, load_dataset
+from ragtrim.bench.engine import (
+    Progress,
+    System,
+    evaluate,
+    grid_systems,
+    indexed_pipeline,
+    primary_metric,
+)
+from ragtrim.config import dump_config
+from ragtrim.pipeline import Pipeline
+
+#: what tuning searches: budget caps, how deep to retrieve, how strict the cutoff, unit size
+DEFAULT_SEARCH = {
+    "packer.budget": [160, 320, 640, 1024],
+    "packer.relative_threshold": [0.5, 0.65, 0.8],
+    "packer.granularity": ["sentence", "chunk"],
+    "retriever.top_k": [10, 30],
+}
+
+
+def split_halves(dataset: Dataset, seed: int) -> tuple[Dataset, Dataset]:
+    """Stratified by task type: each type's queries are shuffled and cut in half."""
+    rng = random.Random(seed)
+    by_type: dict[str, list[int]] = {}
+    for i, query in enumerate(dataset.queries):
+        by_type.setdefault(query.task_type, []).append(i)
+    tune_ids: set[int] = set()
+    for positions in by_type.values():
+        shuffled = positions[:]
+        rng.shuffle(shuffled)
+        tune_ids.update(shuffled[: (len(shuffled) + 1) // 2])
+    tune = [q for i, q in enumerate(dataset.queries) if i in tune_ids]
+    test = [q for i, q in enumerate(dataset.queries) if i not in tune_ids]
+    return replace(dataset, queries=tune), replace(dataset, queries=test)
+
+
+def _table(
+    records: Sequence[Mapping[str, Any]], metric: str
+) -> dict[tuple[str, str], dict[str, float]]:
+    """(system, task type) -> mean prompt tokens and mean quality (None-quality queries count
+    for tokens only: unanswerable questions cost tokens but have no answer to find)."""
+    cells: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in records:
+        cells.setdefault((r["system"], r["task_type"]), []).append(r)
+    table = {}
+    for key, rows in cells.items():
+        quality = [r[metric] for r in rows if r.get(metric) is not None]
+        table[key] = {
+            "tokens": float(np.mean([r["prompt_tokens"] for r in rows])),
+            "quality": float(np.mean(quality)) if quality else float("nan"),
+            "n": len(rows),
+        }
+    return table
+
+
+def choose_profiles(
+    table: Mapping[tuple[str, str], Mapping[str, float]], systems: Sequence[System], target: float
+) -> dict[str, System]:
+    chosen = {}
+    for task_type in sorted({t for _, t in table}):
+        rows = [(table[(s.name, task_type)], s) for s in systems if (s.name, task_type) in table]
+        qualities = [r["quality"] for r, _ in rows if not np.isnan(r["quality"])]
+        if qualities:
+            floor = target * max(qualities)
+            eligible = [
+                (r["tokens"], -r["quality"], s.name, s) for r, s in rows if r["quality"] >= floor
+            ]
+        else:  # nothing to find (unanswerable): the cheapest context is the right one
+            eligible = [(r["tokens"], 0.0, s.name, s) for r, s in rows]
+        chosen[task_type] = min(eligible)[3]
+    return chosen
+
+
+def _compare(
+    records, metric: str, default_name: str, profiles: Mapping[str, System]
+) -> dict[str, Any]:
+    """Default vs tuned on one half: the tuned system for each query is its task type's profile."""
+    by_key = {(r["system"], r["query_id"]): r for r in records}
+    query_ids = sorted({(r["query_id"], r["task_type"]) for r in records})
+    default = [by_key[(default_name, q)] for q, _ in query_ids]
+    tuned = [by_key[(profiles[t].name, q)] for q, t in query_ids]
+
+    def stats(rows):
+        quality = [r[metric] for r in rows if r.get(metric) is not None]
+        return {
+            "prompt_tokens": float(np.mean([r["prompt_tokens"] for r in rows])),
+            "context_tokens": float(np.mean([r["context_tokens"] for r in rows])),
+            metric: float(np.mean(quality)) if quality else None,
+            "queries": len(rows),
+        }
+
+    d, t = stats(default), stats(tuned)
+    ratio = None if not d[metric] else (t[metric] or 0.0) / d[metric]
+    return {
+        "default": d,
+        "tuned": t,
+        "token_reduction": d["prompt_tokens"] / t["prompt_tokens"],
+        "quality_ratio": ratio,
+    }
+
+
+def tune_profiles(
+    dataset_path: str | Path,
+    out: str | Path,
+    *,
+    config: str | Path | Mapping[str, Any] | None = None,
+    target: float = 0.95,
+    search: Mapping[str, Sequence[Any]] | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> str:
+    dataset = load_dataset(dataset_path)
+    if limit is not None:
+        dataset = dataset.subset(limit, seed)
+    pipe = Pipeline.from_config(config) if config is not None else Pipeline.default()
+    pipe, _ = indexed_pipeline(pipe, dataset, progress)
+    metric = primary_metric(dataset)
+    default = System("default", "ragtrim")
+    systems = [default, *grid_systems(search or DEFAULT_SEARCH, prefix="profile")]
+    tune_half, test_half = split_halves(dataset, seed)
+    tune_records = evaluate(pipe, tune_half, systems, progress)
+    profiles = choose_profiles(_table(tune_records, metric), systems, target)
+    test_records = evaluate(
+        pipe, test_half, [default, *{s.name: s for s in profiles.values()}.values()], progress
+    )
+
+    config_out = pipe.config.model_copy(
+        update={
+            "profiles": {
+                t: {slot: dict(p) for slot, p in s.overrides.items()} for t, s in profiles.items()
+            }
+        }
+    )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    dump_config(config_out, out)
+    report = {
+        "dataset": dataset.name,
+        "fingerprint": dataset.fingerprint,
+        "metric": metric,
+        "target": target,
+        "seed": seed,
+        "profiles": {t: s.to_dict() for t, s in profiles.items()},
+        "tune_half": _compare(tune_records, metric, default.name, profiles),
+        "test_half": _compare(test_records, metric, default.name, profiles),
+    }
+    out.with_suffix(".report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    lines = [
+        f"tuned profiles written to {out} ({metric}, target {target})",
+        "",
+        "| task type | profile |",
+        "|---|---|",
+    ]
+    lines += [f"| {t} | {s.name} |" for t, s in profiles.items()]
+    for half in ("tune_half", "test_half"):
+        r = report[half]
+        lines.append(
+            f"\n{half.replace('_', ' ')}: default {r['default']['prompt_tokens']:.0f} prompt tokens, "
+            f"{metric} {r['default'][metric]:.3f}; tuned {r['tuned']['prompt_tokens']:.0f} tokens, "
+            f"{metric} {r['tuned'][metric]:.3f}; {r['token_reduction']:.2f}x fewer tokens, "
+            f"quality ratio {r['quality_ratio']:.3f}"
+        )
+    return "\n".join(lines)

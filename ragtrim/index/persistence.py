@@ -1,0 +1,102 @@
+"""Atomic, pickle-free index folders.
+
+Layout: ``<dir>/manifest.json`` names a data folder ``<dir>/data-<id>/`` holding plain files
+(JSON, JSONL, ``.npy``, FAISS). A save writes a *new* data folder, fsyncs it, then atomically
+replaces the manifest; only then are older data folders removed. A save killed at any instant
+leaves either the old manifest (pointing at the old, intact data) or the new one: the index on
+disk is always loadable. Every file's SHA-256 is in the manifest and checked on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ragtrim.errors import IndexStoreError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_index_dir(target: Path, write_files: Callable[[Path], None], manifest: dict[str, Any]) -> None:
+    """Write files into a fresh data folder via ``write_files``, then switch the manifest to it."""
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    data_name = f"data-{uuid.uuid4().hex[:12]}"
+    data_dir = target / data_name
+    data_dir.mkdir()
+    try:
+        write_files(data_dir)
+        files = {}
+        for path in sorted(p for p in data_dir.rglob("*") if p.is_file()):
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+            files[str(path.relative_to(data_dir))] = _sha256(path)
+        _fsync_dir(data_dir)
+        full = {**manifest, "format_version": FORMAT_VERSION, "data_dir": data_name, "files": files}
+        tmp = target / f".{MANIFEST}.{uuid.uuid4().hex[:8]}.tmp"
+        with tmp.open("w", encoding="utf-8") as handle:
+            json.dump(full, handle, indent=2, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target / MANIFEST)
+        _fsync_dir(target)
+    except BaseException:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        raise
+    for stale in target.iterdir():
+        if stale.name != data_name and (stale.name.startswith("data-") or stale.name.endswith(".tmp")):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+
+
+def read_index_dir(target: Path, verify: bool = True) -> tuple[dict[str, Any], Path]:
+    """The manifest and the data folder it names, after checking every file's checksum."""
+    target = Path(target)
+    manifest_path = target / MANIFEST
+    if not manifest_path.is_file():
+        raise IndexStoreError(f"{manifest_path}: not found; is {target} a saved ragtrim index?")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise IndexStoreError(f"{manifest_path}: unreadable manifest: {exc}") from None
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise IndexStoreError(
+            f"{manifest_path}: index format version {version!r}; this ragtrim reads version "
+            f"{FORMAT_VERSION} (re-ingest with this version)"
+        )
+    data_dir = target / str(manifest.get("data_dir", ""))
+    if not data_dir.is_dir():
+        raise IndexStoreError(f"{data_dir}: data folder named by the manifest is missing")
+    for name, expected in manifest.get("files", {}).items():
+        path = data_dir / name
+        if not path.is_file():
+            raise IndexStoreError(f"{path}: missing file listed in the manifest")
+        if verify and _sha256(path) != expected:
+            raise IndexStoreError(f"{path}: checksum mismatch (file changed or corrupted)")
+    return manifest, data_dir

@@ -1,0 +1,406 @@
+"""The hybrid index: chunks, BM25, FAISS vectors and per-sentence vectors, kept row-aligned.
+
+Upserts are all-or-nothing: chunking and embedding happen first, and only when everything
+succeeded are old rows tombstoned and new rows appended. Every change bumps ``fingerprint``,
+which the retrieval cache keys on, so a changed index never serves stale results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ragtrim.errors import IndexStoreError, InputError
+from ragtrim.index.bm25 import BM25Index
+from ragtrim.index.dense import DenseIndex
+from ragtrim.index.tokenization import Tokenizer
+from ragtrim.types import Chunk, Document
+
+logger = logging.getLogger(__name__)
+
+#: progress(task, done, total)
+Progress = Callable[[str, int, int], None]
+_EMBED_BLOCK = 256
+
+
+class IndexConfig(BaseModel):
+    """Build-time parameters of the index (changing them means re-ingesting)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bm25_variant: Literal["lucene", "okapi", "bm25+"] = "lucene"
+    bm25_k1: float = Field(1.2, gt=0)
+    bm25_b: float = Field(0.75, ge=0, le=1)
+    stopwords: Literal["english"] | None = "english"
+    stemmer: Literal["english"] | None = "english"
+    dense_index: Literal["auto", "flat", "hnsw"] = "auto"
+    hnsw_threshold: int = Field(50_000, ge=1)
+    hnsw_m: int = Field(32, ge=4)
+    ef_search: int = Field(128, ge=1)
+    #: embed every sentence at ingestion (the default reranker and the packer score sentences)
+    embed_sentences: bool = True
+    #: prefix the title and heading path to what BM25 and the embedder see (not to the prompt)
+    contextual_headers: bool = True
+
+
+@dataclass
+class IngestStats:
+    documents: int = 0
+    unchanged: int = 0
+    skipped_empty: int = 0
+    removed: int = 0
+    chunks: int = 0
+    tokens: int = 0
+    sentences: int = 0
+    embedding_hits: int = 0
+    embedding_misses: int = 0
+    model_calls: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _DocRecord:
+    id: str
+    fingerprint: str
+    metadata: dict[str, Any]
+    alive: bool = True
+
+
+class HybridIndex:
+    def __init__(self, config: IndexConfig | None = None, *, dimension: int | None = None) -> None:
+        self.config = config or IndexConfig()
+        self.tokenizer = Tokenizer(stopwords=self.config.stopwords, stemmer=self.config.stemmer)
+        self.bm25 = self._new_bm25()
+        self.dense: DenseIndex | None = self._new_dense(dimension) if dimension else None
+        self.chunks: list[Chunk] = []
+        self.alive = np.zeros(0, dtype=bool)
+        self.chunk_doc_rows = np.zeros(0, dtype=np.int64)
+        self.documents: list[_DocRecord] = []
+        self._doc_row: dict[str, int] = {}
+        self._chunk_row: dict[str, int] = {}
+        self.sentence_vectors = np.zeros((0, dimension or 0), dtype=np.float32)
+        self.sentence_offsets = np.zeros(1, dtype=np.int64)
+        self.fingerprint = "empty"
+        self._last_bm25: tuple[str, np.ndarray] | None = None
+
+    def _new_bm25(self) -> BM25Index:
+        cfg = self.config
+        return BM25Index(k1=cfg.bm25_k1, b=cfg.bm25_b, variant=cfg.bm25_variant)
+
+    def _new_dense(self, dimension: int) -> DenseIndex:
+        cfg = self.config
+        return DenseIndex(
+            dimension, cfg.dense_index, cfg.hnsw_threshold, cfg.hnsw_m, cfg.ef_search
+        )
+
+    # ------------------------------------------------------------------ ingestion
+    def indexed_text(self, chunk: Chunk) -> str:
+        """What retrieval sees: the chunk, prefixed by its title and heading path."""
+        if not self.config.contextual_headers:
+            return chunk.text
+        header = [h for h in (chunk.title, " > ".join(chunk.section)) if h]
+        return "\n".join([*header, chunk.text])
+
+    def upsert(
+        self,
+        documents: Iterable[Document],
+        chunk: Callable[[Document], list[Chunk]],
+        embedder: Any,
+        progress: Progress | None = None,
+    ) -> IngestStats:
+        docs = list(documents)
+        stats = IngestStats(documents=len(docs))
+        duplicates = sorted(i for i, n in Counter(d.id for d in docs).items() if n > 1)
+        if duplicates:
+            shown = ", ".join(repr(d) for d in duplicates[:10])
+            raise InputError(f"duplicate document ids in one batch: {shown}")
+
+        changed: list[Document] = []
+        to_remove: list[str] = []
+        for doc in docs:
+            row = self._doc_row.get(doc.id)
+            current = self.documents[row] if row is not None and self.documents[row].alive else None
+            if not doc.text.strip():
+                stats.skipped_empty += 1
+                if current is not None:
+                    to_remove.append(doc.id)
+                continue
+            if current is not None and current.fingerprint == doc.fingerprint():
+                stats.unchanged += 1
+                continue
+            if current is not None:
+                to_remove.append(doc.id)
+            changed.append(doc)
+
+        new_chunks: list[Chunk] = []
+        owners: list[int] = []
+        for i, doc in enumerate(changed):
+            pieces = chunk(doc)
+            new_chunks.extend(pieces)
+            owners.extend([i] * len(pieces))
+            if progress:
+                progress("chunking", i + 1, len(changed))
+        stats.chunks = len(new_chunks)
+        stats.tokens = sum(c.token_count for c in new_chunks)
+
+        calls_before = (embedder.hits, embedder.misses, embedder.model_calls)
+        vectors = self._embed(embedder, [self.indexed_text(c) for c in new_chunks], "embedding", progress)
+        sentence_texts = (
+            [c.text[a:b] for c in new_chunks for a, b in c.sentences]
+            if self.config.embed_sentences
+            else []
+        )
+        sentence_vectors = self._embed(embedder, sentence_texts, "embedding sentences", progress)
+        stats.sentences = len(sentence_texts)
+        stats.embedding_hits = embedder.hits - calls_before[0]
+        stats.embedding_misses = embedder.misses - calls_before[1]
+        stats.model_calls = embedder.model_calls - calls_before[2]
+        token_lists = self.tokenizer.tokenize_many([self.indexed_text(c) for c in new_chunks])
+
+        # every fallible step is done: mutate
+        stats.removed = self._tombstone(to_remove)
+        if progress:
+            progress("indexing", 0, 1)
+        self._append(changed, new_chunks, owners, token_lists, vectors, sentence_vectors)
+        if progress:
+            progress("indexing", 1, 1)
+        if changed or to_remove:
+            self._bump("upsert", [d.fingerprint() for d in changed] + to_remove)
+        self._maybe_compact()
+        return stats
+
+    def _embed(self, embedder: Any, texts: list[str], task: str, progress: Progress | None) -> np.ndarray:
+        dimension = self.dense.dimension if self.dense else None
+        blocks = []
+        for start in range(0, len(texts), _EMBED_BLOCK):
+            blocks.append(embedder.embed(texts[start : start + _EMBED_BLOCK]))
+            if progress:
+                progress(task, min(start + _EMBED_BLOCK, len(texts)), len(texts))
+        if not blocks:
+            return np.zeros((0, dimension or embedder.dimension), dtype=np.float32)
+        return np.vstack(blocks).astype(np.float32, copy=False)
+
+    def _append(self, docs, chunks, owners, token_lists, vectors, sentence_vectors) -> None:
+        doc_rows = []
+        for doc in docs:
+            record = _DocRecord(doc.id, doc.fingerprint(), dict(doc.metadata))
+            self._doc_row[doc.id] = len(self.documents)
+            doc_rows.append(len(self.documents))
+            self.documents.append(record)
+        if not chunks:
+            return
+        if self.dense is None:
+            self.dense = self._new_dense(vectors.shape[1])
+            self.sentence_vectors = np.zeros((0, vectors.shape[1]), dtype=np.float32)
+        first = len(self.chunks)
+        self.bm25.add(token_lists)
+        self.dense.add(vectors)
+        for offset, chunk in enumerate(chunks):
+            self._chunk_row[chunk.id] = first + offset
+        self.chunks.extend(chunks)
+        self.alive = np.concatenate([self.alive, np.ones(len(chunks), dtype=bool)])
+        self.chunk_doc_rows = np.concatenate(
+            [self.chunk_doc_rows, np.asarray([doc_rows[o] for o in owners], dtype=np.int64)]
+        )
+        counts = np.asarray(
+            [len(c.sentences) if self.config.embed_sentences else 0 for c in chunks], dtype=np.int64
+        )
+        self.sentence_offsets = np.concatenate(
+            [self.sentence_offsets, self.sentence_offsets[-1] + np.cumsum(counts)]
+        )
+        if len(sentence_vectors):
+            self.sentence_vectors = np.vstack([self.sentence_vectors, sentence_vectors])
+        self._last_bm25 = None
+
+    def delete(self, doc_ids: Sequence[str]) -> int:
+        """Remove documents (and all their chunks); returns how many were present."""
+        removed = self._tombstone(list(doc_ids))
+        if removed:
+            self._bump("delete", sorted(doc_ids))
+            self._maybe_compact()
+        return removed
+
+    def _tombstone(self, doc_ids: list[str]) -> int:
+        rows = [self._doc_row[d] for d in doc_ids if d in self._doc_row and self.documents[self._doc_row[d]].alive]
+        if not rows:
+            return 0
+        dead = np.isin(self.chunk_doc_rows, rows) & self.alive
+        dead_rows = np.flatnonzero(dead)
+        self.alive[dead_rows] = False
+        self.bm25.remove(dead_rows)
+        if self.dense is not None:
+            self.dense.remove(dead_rows)
+        for row in rows:
+            self.documents[row].alive = False
+        self._last_bm25 = None
+        return len(rows)
+
+    def _bump(self, operation: str, keys: Sequence[str]) -> None:
+        digest = hashlib.sha256(f"{self.fingerprint}|{operation}|".encode())
+        for key in keys:
+            digest.update(key.encode("utf-8", "surrogatepass"))
+        self.fingerprint = digest.hexdigest()[:24]
+
+    def _maybe_compact(self) -> None:
+        dead = len(self.alive) - int(self.alive.sum())
+        if dead and dead > 0.25 * len(self.alive):
+            self.compact()
+
+    def compact(self) -> None:
+        """Rebuild without tombstoned rows (row numbers change; chunk ids do not)."""
+        keep = np.flatnonzero(self.alive)
+        live_docs = [i for i, d in enumerate(self.documents) if d.alive]
+        doc_map = {old: new for new, old in enumerate(live_docs)}
+        chunks = [self.chunks[i] for i in keep]
+        sentence_rows = [np.arange(self.sentence_offsets[i], self.sentence_offsets[i + 1]) for i in keep]
+        counts = np.asarray([len(r) for r in sentence_rows], dtype=np.int64)
+        self.sentence_vectors = (
+            self.sentence_vectors[np.concatenate(sentence_rows)] if counts.sum() else self.sentence_vectors[:0]
+        )
+        self.sentence_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.chunk_doc_rows = np.asarray([doc_map[int(r)] for r in self.chunk_doc_rows[keep]], dtype=np.int64)
+        self.documents = [self.documents[i] for i in live_docs]
+        self._doc_row = {d.id: i for i, d in enumerate(self.documents)}
+        self.chunks = chunks
+        self._chunk_row = {c.id: i for i, c in enumerate(chunks)}
+        self.alive = np.ones(len(chunks), dtype=bool)
+        if self.dense is not None:
+            self.dense.compact()
+        self.bm25 = self._new_bm25()
+        if chunks:
+            self.bm25.add(self.tokenizer.tokenize_many([self.indexed_text(c) for c in chunks]))
+        self._last_bm25 = None
+
+    # ------------------------------------------------------------------ reading
+    def __len__(self) -> int:
+        return int(self.alive.sum())
+
+    @property
+    def n_documents(self) -> int:
+        return sum(d.alive for d in self.documents)
+
+    def document_metadata(self) -> list[Mapping[str, Any]]:
+        return [d.metadata for d in self.documents]
+
+    def chunk_document_rows(self) -> np.ndarray:
+        return self.chunk_doc_rows
+
+    def alive_mask(self) -> np.ndarray:
+        return self.alive
+
+    def chunk_at(self, row: int) -> Chunk:
+        return self.chunks[row]
+
+    def get_chunk(self, chunk_id: str) -> Chunk | None:
+        row = self._chunk_row.get(chunk_id)
+        return self.chunks[row] if row is not None and self.alive[row] else None
+
+    def chunk_vector(self, chunk_id: str) -> np.ndarray | None:
+        row = self._chunk_row.get(chunk_id)
+        return None if row is None or self.dense is None else self.dense.vectors[row]
+
+    def sentence_vectors_of(self, chunk_id: str) -> np.ndarray | None:
+        row = self._chunk_row.get(chunk_id)
+        if row is None:
+            return None
+        start, end = self.sentence_offsets[row], self.sentence_offsets[row + 1]
+        return self.sentence_vectors[start:end] if end > start else None
+
+    def _bm25_all(self, query: str) -> np.ndarray:
+        if self._last_bm25 is None or self._last_bm25[0] != query:
+            self._last_bm25 = (query, self.bm25.scores(self.tokenizer.tokenize(query)))
+        return self._last_bm25[1]
+
+    def bm25_search(self, query: str, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        allowed = self.alive if mask is None else (mask & self.alive)
+        return self.bm25.search(self.tokenizer.tokenize(query), k, allowed)
+
+    def bm25_scores_for(self, query: str, rows: np.ndarray) -> np.ndarray:
+        return self._bm25_all(query)[rows]
+
+    def dense_search(self, vector: np.ndarray, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if self.dense is None:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        return self.dense.search(vector, k, mask)
+
+    def dense_scores_for(self, vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        if self.dense is None:
+            return np.zeros(len(rows), dtype=np.float32)
+        return self.dense.vectors[rows] @ np.asarray(vector, dtype=np.float32)
+
+    # ------------------------------------------------------------------ persistence
+    def write_files(self, directory: Path) -> None:
+        with (directory / "chunks.jsonl").open("w", encoding="utf-8") as handle:
+            for chunk in self.chunks:
+                handle.write(json.dumps(chunk.to_dict(), ensure_ascii=False) + "\n")
+        with (directory / "documents.jsonl").open("w", encoding="utf-8") as handle:
+            for record in self.documents:
+                handle.write(json.dumps(record.__dict__, ensure_ascii=False) + "\n")
+        for name, array in (
+            ("alive.npy", self.alive),
+            ("chunk_doc_rows.npy", self.chunk_doc_rows),
+            ("sentence_vectors.npy", self.sentence_vectors),
+            ("sentence_offsets.npy", self.sentence_offsets),
+        ):
+            np.save(directory / name, array, allow_pickle=False)
+        (directory / "bm25").mkdir()
+        self.bm25.save(directory / "bm25")
+        if self.dense is not None:
+            self.dense.save(directory)
+
+    def manifest_entry(self) -> dict[str, Any]:
+        return {
+            "index_config": self.config.model_dump(mode="json"),
+            "fingerprint": self.fingerprint,
+            "dimension": self.dense.dimension if self.dense else None,
+            "counts": {
+                "documents": self.n_documents,
+                "chunks": len(self),
+                "rows": len(self.chunks),
+                "sentences": int(self.sentence_offsets[-1]),
+                "tokens": int(sum(c.token_count for c, a in zip(self.chunks, self.alive) if a)),
+            },
+        }
+
+    @classmethod
+    def read_files(cls, directory: Path, entry: Mapping[str, Any]) -> HybridIndex:
+        config = IndexConfig.model_validate(entry["index_config"])
+        dimension = entry.get("dimension")
+        index = cls(config, dimension=dimension)
+        try:
+            with (directory / "chunks.jsonl").open(encoding="utf-8") as handle:
+                index.chunks = [Chunk.from_dict(json.loads(line)) for line in handle]
+            with (directory / "documents.jsonl").open(encoding="utf-8") as handle:
+                index.documents = [_DocRecord(**json.loads(line)) for line in handle]
+            index.alive = np.load(directory / "alive.npy", allow_pickle=False)
+            index.chunk_doc_rows = np.load(directory / "chunk_doc_rows.npy", allow_pickle=False)
+            index.sentence_vectors = np.load(directory / "sentence_vectors.npy", allow_pickle=False)
+            index.sentence_offsets = np.load(directory / "sentence_offsets.npy", allow_pickle=False)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise IndexStoreError(f"{directory}: cannot read index files: {exc}") from None
+        n = len(index.chunks)
+        if not (len(index.alive) == len(index.chunk_doc_rows) == n and len(index.sentence_offsets) == n + 1):
+            raise IndexStoreError(f"{directory}: chunk arrays disagree on the number of rows ({n})")
+        index.bm25 = BM25Index.load(directory / "bm25")
+        if dimension:
+            index.dense = DenseIndex.load(
+                directory,
+                dimension,
+                kind=config.dense_index,
+                hnsw_threshold=config.hnsw_threshold,
+                hnsw_m=config.hnsw_m,
+                ef_search=config.ef_search,
+            )
+        index._doc_row = {d.id: i for i, d in enumerate(index.documents)}
+        index._chunk_row = {c.id: i for i, c in enumerate(index.chunks)}
+        index.fingerprint = entry["fingerprint"]
+        return index

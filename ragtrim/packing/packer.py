@@ -1,0 +1,399 @@
+"""The token-budgeted context packer: the smallest context that still carries the answer.
+
+1. Units: every sentence of every candidate (``granularity="sentence"``) or every candidate
+   chunk (``"chunk"``). A sentence's value mixes its dense similarity to the query, its
+   lexical coverage of the query terms, and its chunk's (reranked) score.
+2. Adaptive cutoff: only units worth at least ``relative_threshold`` x the best unit (and, with
+   ``score_gap``, above the largest drop) are considered, so easy questions stay short and the
+   budget is an upper bound, not a target.
+3. Selection: greedy by marginal value per token with a redundancy penalty (default), or an
+   exact 0/1 knapsack.
+4. Rendering: per document, selected spans in document order, gaps marked with an ellipsis,
+   overlapping or touching spans merged (no text twice); one ``[n]`` passage per document.
+5. Exactness: the emitted prompt is counted with the real tokenizer; while it exceeds the
+   budget the least valuable unit is removed. The budget can never be exceeded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from ragtrim.errors import BudgetError
+from ragtrim.packing.selection import adaptive_cutoff, greedy_select, knapsack_select
+from ragtrim.packing.templates import (
+    DEFAULT_INSTRUCTIONS,
+    DEFAULT_PASSAGE_HEADER,
+    DEFAULT_PROMPT,
+    DEFAULT_USER_MESSAGE,
+    MESSAGE_OVERHEAD,
+    REPLY_OVERHEAD,
+    Templates,
+    validate_passage_header,
+    validate_prompt_template,
+)
+from ragtrim.query import QueryContext
+from ragtrim.scoring import cosine_to_query, lexical_coverage, minmax
+from ragtrim.stage import Stage, StageConfig
+from ragtrim.types import Candidate, Drop, DropReason, Passage, Span
+
+ELLIPSIS = " … "
+
+
+@dataclass
+class _Unit:
+    candidate: int
+    doc_id: str
+    title: str
+    start: int
+    end: int
+    text: str
+    value: float = 0.0
+    cost: int = 0
+    truncated: bool = False
+
+
+@dataclass
+class PackResult:
+    prompt: str
+    messages: list[dict[str, str]]
+    context: str
+    passages: list[Passage]
+    context_tokens: int
+    prompt_tokens: int
+    messages_tokens: int
+    static_prefix_tokens: int
+    budget: int | None
+    drops: list[Drop] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+
+
+class ContextPacker(Stage):
+    kind = "packer"
+
+    class Config(StageConfig):
+        budget: int | None = Field(1024, gt=0)
+        budget_scope: Literal["prompt", "context"] = "prompt"
+        context_window: int | None = Field(None, gt=0)
+        reserved_output_tokens: int = Field(0, ge=0)
+        granularity: Literal["sentence", "chunk"] = "sentence"
+        selection: Literal["greedy", "knapsack"] = "greedy"
+        relative_threshold: float = Field(0.6, ge=0, le=1)
+        score_gap: float | None = Field(None, gt=0, le=1)
+        max_units: int | None = Field(None, ge=1)
+        redundancy_penalty: float = Field(0.5, ge=0, le=1)
+        dense_weight: float = Field(0.45, ge=0)
+        lexical_weight: float = Field(0.35, ge=0)
+        chunk_weight: float = Field(0.2, ge=0)
+        neighbours: int = Field(0, ge=0)
+        keep_first_sentence: bool = False
+        ordering: Literal["score", "document", "edges"] = "score"
+        overlong: Literal["truncate", "drop"] = "truncate"
+        prompt_template: str = DEFAULT_PROMPT
+        system_message: str = DEFAULT_INSTRUCTIONS
+        user_message: str = DEFAULT_USER_MESSAGE
+        instructions: str = DEFAULT_INSTRUCTIONS
+        passage_header: str = DEFAULT_PASSAGE_HEADER
+
+        @field_validator("prompt_template", "user_message")
+        @classmethod
+        def _template(cls, value: str, info) -> str:
+            return validate_prompt_template(value, info.field_name)
+
+        @field_validator("passage_header")
+        @classmethod
+        def _header(cls, value: str) -> str:
+            return validate_passage_header(value, "passage_header")
+
+        @model_validator(mode="after")
+        def _window(self):
+            if self.context_window is not None and self.budget is not None:
+                if self.budget + self.reserved_output_tokens > self.context_window:
+                    raise ValueError(
+                        f"budget {self.budget} + reserved_output_tokens {self.reserved_output_tokens} "
+                        f"exceeds context_window {self.context_window}"
+                    )
+            return self
+
+    @property
+    def templates(self) -> Templates:
+        cfg = self.config
+        return Templates(cfg.prompt_template, cfg.system_message, cfg.user_message, cfg.instructions)
+
+    # ------------------------------------------------------------------ budget
+    def effective_budget(self, override: int | None = None) -> int | None:
+        cfg = self.config
+        budget = cfg.budget if override is None else override
+        if override is not None and override <= 0:
+            raise BudgetError(f"budget must be a positive number of tokens, got {override}")
+        if cfg.context_window is not None:
+            room = cfg.context_window - cfg.reserved_output_tokens
+            if budget is None:
+                return room
+            if budget > room:
+                raise BudgetError(
+                    f"budget {budget} does not fit the model window: context_window "
+                    f"{cfg.context_window} - reserved_output_tokens {cfg.reserved_output_tokens} = {room}"
+                )
+        return budget
+
+    def _measure(self, ctx: QueryContext, context: str) -> tuple[object, int, int, int]:
+        rendered = self.templates.render(context, ctx.query)
+        prompt_tokens = ctx.counter.count(rendered.prompt)
+        messages_tokens = sum(
+            ctx.counter.count(m["content"]) + MESSAGE_OVERHEAD for m in rendered.messages
+        ) + REPLY_OVERHEAD
+        return rendered, ctx.counter.count(context), prompt_tokens, messages_tokens
+
+    def _fits(self, budget: int | None, context_tokens: int, prompt_tokens: int, messages_tokens: int) -> bool:
+        if budget is None:
+            return True
+        if self.config.budget_scope == "context":
+            return context_tokens <= budget
+        return max(prompt_tokens, messages_tokens) <= budget
+
+    # ------------------------------------------------------------------ run
+    def run(self, ctx: QueryContext, candidates: list[Candidate], budget: int | None = None) -> PackResult:
+        started = time.perf_counter()
+        cfg = self.config
+        budget = self.effective_budget(budget)
+        drops: list[Drop] = []
+        notes: list[str] = []
+
+        _, _, fixed_prompt, fixed_messages = self._measure(ctx, "")
+        fixed = 0 if cfg.budget_scope == "context" else max(fixed_prompt, fixed_messages)
+        if budget is not None and fixed > budget:
+            raise BudgetError(
+                f"budget {budget} is smaller than the prompt template plus the question "
+                f"({fixed} tokens with an empty context)"
+            )
+
+        usable: list[Candidate] = []
+        for candidate in candidates:
+            if not candidate.chunk.text.strip():
+                drops.append(Drop(candidate.id, DropReason.EMPTY, "packer"))
+            elif not np.isfinite(candidate.score):
+                drops.append(Drop(candidate.id, DropReason.LOW_SCORE, "packer", candidate.chunk.token_count,
+                                  detail="non-finite score"))
+            else:
+                usable.append(candidate)
+
+        units = self._units(ctx, usable)
+        capacity = None if budget is None else budget - fixed
+        chosen, eligible = self._select(units, capacity, ctx)
+        if not chosen and eligible.size and capacity is not None and cfg.overlong == "truncate":
+            chosen = self._truncate_best(ctx, units, int(eligible[0]), capacity)
+            if chosen:
+                notes.append("the best unit alone exceeded the budget and was truncated on a token boundary")
+        chosen = self._with_extras(units, chosen, usable)
+
+        # exact accounting: remove the least valuable unit until the emitted prompt fits
+        while True:
+            context, passages = self._render(units, chosen, usable)
+            rendered, context_tokens, prompt_tokens, messages_tokens = self._measure(ctx, context)
+            if self._fits(budget, context_tokens, prompt_tokens, messages_tokens) or not chosen:
+                break
+            weakest = min(chosen, key=lambda i: (units[i].value, -i))
+            chosen = [i for i in chosen if i != weakest]
+
+        drops.extend(self._drops(units, chosen, eligible, usable, ctx))
+        static_tokens = ctx.counter.count(rendered.static_prefix)  # type: ignore[attr-defined]
+        return PackResult(
+            prompt=rendered.prompt,  # type: ignore[attr-defined]
+            messages=rendered.messages,  # type: ignore[attr-defined]
+            context=context,
+            passages=passages,
+            context_tokens=context_tokens,
+            prompt_tokens=prompt_tokens,
+            messages_tokens=messages_tokens,
+            static_prefix_tokens=static_tokens,
+            budget=budget,
+            drops=drops,
+            notes=notes,
+            stats={"units": len(units), "eligible": int(eligible.size), "chosen": len(chosen),
+                   "pack_ms": (time.perf_counter() - started) * 1000},
+        )
+
+    # ------------------------------------------------------------------ units
+    def _units(self, ctx: QueryContext, candidates: list[Candidate]) -> list[_Unit]:
+        cfg = self.config
+        if not candidates:
+            return []
+        chunk_score = minmax(np.array([c.score for c in candidates]))
+        units: list[_Unit] = []
+        seen: dict[tuple[str, int, int], int] = {}
+        unit_vectors: list[np.ndarray] = []
+        for ci, candidate in enumerate(candidates):
+            chunk = candidate.chunk
+            if cfg.granularity == "chunk":
+                spans: tuple[Span, ...] = ((0, len(chunk.text)),)
+            else:
+                spans = chunk.sentences or ((0, len(chunk.text)),)
+            vectors = None
+            if cfg.granularity == "sentence" and cfg.dense_weight > 0:
+                vectors = ctx.sentence_vectors(chunk) if chunk.sentences else ctx.chunk_vectors([chunk])
+            for si, (a, b) in enumerate(spans):
+                key = (chunk.doc_id, chunk.start + a, chunk.start + b)
+                if key in seen:
+                    continue
+                seen[key] = len(units)
+                units.append(_Unit(ci, chunk.doc_id, chunk.title, key[1], key[2], chunk.text[a:b],
+                                   value=float(chunk_score[ci])))
+                if vectors is not None:
+                    unit_vectors.append(vectors[si])
+        texts = [u.text for u in units]
+        costs = ctx.counter.count_many(texts)
+        dense = np.zeros(len(units))
+        if cfg.granularity == "sentence" and cfg.dense_weight > 0 and unit_vectors:
+            dense = cosine_to_query(ctx.query_vector(), np.vstack(unit_vectors))
+        elif cfg.granularity == "chunk" and cfg.dense_weight > 0:
+            dense = cosine_to_query(ctx.query_vector(), ctx.chunk_vectors([c.chunk for c in candidates]))
+        lexical = lexical_coverage(ctx.query, texts) if cfg.lexical_weight > 0 else np.zeros(len(units))
+        total = cfg.dense_weight + cfg.lexical_weight + cfg.chunk_weight or 1.0
+        for i, unit in enumerate(units):
+            unit.value = (cfg.dense_weight * dense[i] + cfg.lexical_weight * lexical[i]
+                          + cfg.chunk_weight * unit.value) / total
+            unit.cost = costs[i] + 1
+        self._unit_vectors = np.vstack(unit_vectors) if unit_vectors and cfg.granularity == "sentence" else None
+        return units
+
+    def _select(self, units: list[_Unit], capacity: int | None, ctx: QueryContext) -> tuple[list[int], np.ndarray]:
+        cfg = self.config
+        if not units:
+            return [], np.zeros(0, dtype=np.int64)
+        values = np.array([u.value for u in units])
+        eligible = adaptive_cutoff(values, cfg.relative_threshold, cfg.score_gap)
+        if cfg.max_units is not None:
+            eligible = eligible[: cfg.max_units]
+        cap = capacity if capacity is not None else int(sum(units[i].cost for i in eligible)) + 1
+        costs = np.array([units[i].cost for i in eligible])
+        if cfg.selection == "knapsack":
+            picked = knapsack_select(values[eligible], costs, cap)
+        else:
+            similarity = None
+            if self._unit_vectors is not None and cfg.redundancy_penalty > 0:
+                vectors = self._unit_vectors[eligible]
+                similarity = np.clip(vectors @ vectors.T, 0.0, 1.0)
+                np.fill_diagonal(similarity, 0.0)
+            best = float(values[eligible[0]])
+            picked = greedy_select(values[eligible], costs, cap, similarity, cfg.redundancy_penalty,
+                                   min_marginal=cfg.relative_threshold * best)
+        return [int(eligible[i]) for i in picked], eligible
+
+    def _truncate_best(self, ctx: QueryContext, units: list[_Unit], best: int, capacity: int) -> list[int]:
+        unit = units[best]
+        header = ctx.counter.count(self._header(1, unit)) + 2
+        room = capacity - header - 1
+        if room <= 0:
+            return []
+        text = ctx.counter.truncate(unit.text, room).rstrip()
+        if not text:
+            return []
+        unit.text, unit.end, unit.truncated = text + "…", unit.start + len(text), True
+        return [best]
+
+    def _with_extras(self, units: list[_Unit], chosen: list[int], candidates: list[Candidate]) -> list[int]:
+        """Neighbour sentences and chunk-first sentences: appended last, so the exact-budget
+        loop removes them first (they carry the lowest priority)."""
+        cfg = self.config
+        if cfg.granularity != "sentence" or not chosen or not (cfg.neighbours or cfg.keep_first_sentence):
+            return chosen
+        by_candidate: dict[int, list[int]] = {}
+        for i, unit in enumerate(units):
+            by_candidate.setdefault(unit.candidate, []).append(i)
+        extra: list[int] = []
+        picked = set(chosen)
+        for i in chosen:
+            siblings = by_candidate[units[i].candidate]
+            position = siblings.index(i)
+            wanted = []
+            if cfg.keep_first_sentence:
+                wanted.append(siblings[0])
+            wanted += siblings[max(0, position - cfg.neighbours): position + cfg.neighbours + 1]
+            for j in wanted:
+                if j not in picked:
+                    picked.add(j)
+                    extra.append(j)
+                    units[j].value = min(units[j].value, min(units[k].value for k in chosen)) - 1e-6
+        return chosen + extra
+
+    # ------------------------------------------------------------------ rendering
+    def _header(self, number: int, unit: _Unit) -> str:
+        return self.config.passage_header.format(
+            n=number, source=unit.title or unit.doc_id, title=unit.title, doc_id=unit.doc_id
+        )
+
+    def _render(self, units: list[_Unit], chosen: list[int], candidates: list[Candidate]) -> tuple[str, list[Passage]]:
+        groups: dict[str, list[_Unit]] = {}
+        for i in chosen:
+            groups.setdefault(units[i].doc_id, []).append(units[i])
+        ranked = sorted(groups.values(), key=lambda g: -max(u.value for u in g))
+        if self.config.ordering == "document":
+            ranked = sorted(ranked, key=lambda g: (g[0].doc_id, min(u.start for u in g)))
+        elif self.config.ordering == "edges":
+            ranked = ranked[0::2] + ranked[1::2][::-1]
+        blocks, passages = [], []
+        for number, group in enumerate(ranked, start=1):
+            text, spans = _join_spans(sorted(group, key=lambda u: (u.start, -u.end)))
+            head = self._header(number, group[0])
+            blocks.append(f"{head}\n{text}")
+            chunk_ids = tuple(dict.fromkeys(candidates[u.candidate].id for u in group))
+            passages.append(Passage(number, group[0].doc_id, group[0].title, text, tuple(spans),
+                                    max(u.value for u in group), chunk_ids))
+        return "\n\n".join(blocks), passages
+
+    def render_naive(self, candidates: list[Candidate]) -> str:
+        """Whole chunks, one passage each, in rank order: what plain top-k concatenation sends."""
+        blocks = []
+        for number, candidate in enumerate(candidates, start=1):
+            unit = _Unit(0, candidate.chunk.doc_id, candidate.chunk.title, 0, 0, "")
+            blocks.append(f"{self._header(number, unit)}\n{candidate.chunk.text}")
+        return "\n\n".join(blocks)
+
+    def _drops(self, units, chosen, eligible, candidates, ctx) -> list[Drop]:
+        chosen_set, eligible_set = set(chosen), set(int(i) for i in eligible)
+        per_candidate: dict[int, list[int]] = {}
+        for i, unit in enumerate(units):
+            per_candidate.setdefault(unit.candidate, []).append(i)
+        drops = []
+        for ci, candidate in enumerate(candidates):
+            members = per_candidate.get(ci, [])
+            kept = [i for i in members if i in chosen_set]
+            tokens = candidate.chunk.token_count
+            if not kept:
+                skipped = any(i in eligible_set for i in members)
+                reason = DropReason.OVER_BUDGET if skipped else DropReason.BELOW_CUTOFF
+                drops.append(Drop(candidate.id, reason, "packer", tokens))
+            elif len(kept) < len(members) or any(units[i].truncated for i in kept):
+                kept_tokens = sum(units[i].cost for i in kept)
+                drops.append(Drop(candidate.id, DropReason.SENTENCES_PRUNED, "packer", max(tokens - kept_tokens, 0),
+                                  detail=f"kept {len(kept)} of {len(members)} units"))
+        return drops
+
+
+def _join_spans(units: list[_Unit]) -> tuple[str, list[Span]]:
+    """Document-ordered text of one document's units: contained units vanish, overlapping or
+    touching units merge, gaps get an ellipsis."""
+    parts: list[str] = []
+    spans: list[list[int]] = []
+    for unit in units:
+        if spans and unit.end <= spans[-1][1]:
+            continue
+        if spans and unit.start <= spans[-1][1] + 2:
+            overlap = spans[-1][1] - unit.start
+            if overlap > 0:
+                parts.append(unit.text[overlap:])
+            else:
+                parts.append(" " + unit.text)
+            spans[-1][1] = unit.end
+            continue
+        if parts:
+            parts.append(ELLIPSIS)
+        parts.append(unit.text)
+        spans.append([unit.start, unit.end])
+    return "".join(parts), [(a, b) for a, b in spans]

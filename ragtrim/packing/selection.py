@@ -1,0 +1,102 @@
+"""Choosing which units (sentences or chunks) enter the context: pure functions.
+
+``value[i]`` is a unit's relevance, ``cost[i]`` its token cost, ``similarity[i, j]`` how much
+two units say the same thing. Both selectors return unit indices in the order chosen.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def adaptive_cutoff(values: np.ndarray, relative_threshold: float, gap: float | None = None) -> np.ndarray:
+    """Indices of the units worth considering at all, best first.
+
+    A unit survives when its value is at least ``relative_threshold`` x the best value; with
+    ``gap`` set, the ranking is also cut at the first drop larger than ``gap`` x the best
+    value (the "elbow": the answer-bearing units usually stand clear of the rest).
+    """
+    if values.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(-values, kind="stable")
+    best = float(values[order[0]])
+    if best <= 0:
+        return order[:1]
+    keep = order[values[order] >= relative_threshold * best]
+    if gap is not None and len(keep) > 1:
+        drops = -np.diff(values[keep])
+        big = np.flatnonzero(drops > gap * best)
+        if big.size:
+            keep = keep[: big[0] + 1]
+    return keep
+
+
+def greedy_select(
+    values: np.ndarray,
+    costs: np.ndarray,
+    capacity: int,
+    similarity: np.ndarray | None = None,
+    redundancy_penalty: float = 0.0,
+    min_marginal: float = 0.0,
+) -> list[int]:
+    """Greedy by marginal value per token, with a redundancy penalty.
+
+    The marginal value of a unit is ``value x (1 - penalty x max similarity to anything
+    already chosen)``; units whose marginal value falls below ``min_marginal`` are never
+    chosen, so near-repeats of chosen text stop costing tokens. Units that do not fit in the
+    remaining capacity are skipped, smaller ones may still fit.
+    """
+    n = len(values)
+    chosen: list[int] = []
+    remaining = capacity
+    max_sim = np.zeros(n)
+    available = np.ones(n, dtype=bool)
+    costs = np.maximum(np.asarray(costs, dtype=np.float64), 1.0)
+    while available.any():
+        marginal = values * (1.0 - redundancy_penalty * max_sim)
+        ratio = np.where(available & (marginal >= min_marginal) & (costs <= remaining), marginal / costs, -np.inf)
+        best = int(np.argmax(ratio))
+        if not np.isfinite(ratio[best]):
+            break
+        chosen.append(best)
+        available[best] = False
+        remaining -= int(costs[best])
+        if similarity is not None:
+            max_sim = np.maximum(max_sim, similarity[best])
+    return chosen
+
+
+def knapsack_select(values: np.ndarray, costs: np.ndarray, capacity: int, max_cells: int = 2_000_000) -> list[int]:
+    """Exact 0/1 knapsack by dynamic programming over token costs.
+
+    When ``n x capacity`` exceeds ``max_cells`` the costs are coarsened (divided by a common
+    factor and rounded *up*), so the result still never exceeds ``capacity``; it is then
+    optimal for the coarsened costs only.
+    """
+    n = len(values)
+    if n == 0 or capacity <= 0:
+        return []
+    costs = np.maximum(np.asarray(costs, dtype=np.int64), 1)
+    scale = max(1, math.ceil(n * capacity / max_cells))
+    weights = -(-costs // scale)
+    cap = capacity // scale
+    best = np.zeros(cap + 1)
+    taken = np.zeros((n, cap + 1), dtype=bool)
+    for i in range(n):
+        w = int(weights[i])
+        if w > cap:
+            continue
+        candidate = best[: cap + 1 - w] + values[i]
+        improve = candidate > best[w:]
+        taken[i, w:] = improve
+        best[w:] = np.where(improve, candidate, best[w:])
+    chosen = []
+    c = cap
+    for i in range(n - 1, -1, -1):
+        if taken[i, c]:
+            chosen.append(i)
+            c -= int(weights[i])
+    chosen.reverse()
+    return sorted(chosen, key=lambda i: -values[i])
