@@ -1,0 +1,345 @@
+"""A persistent embedding cache, and an embedder that reads through it.
+
+Re-embedding unchanged text is the most expensive thing a RAG app does twice, so vectors are
+stored on disk (``diskcache``: SQLite, safe across threads and processes) under
+``fingerprint|kind|sha256(text)``. The fingerprint names the model, its weights and every
+setting that changes a vector, so changing any of them misses instead of serving stale rows.
+
+A cache must never break the app that uses it: a corrupted database is moved aside and
+replaced by an empty one, and a damaged entry is a miss; both are logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import diskcache
+import numpy as np
+
+from ragtrim.cachedir import default_cache_dir
+from ragtrim.embedding.models import as_text_list, check_kind
+from ragtrim.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+#: vectors are stored little-endian so a cache directory is portable between machines
+_STORED_DTYPE = np.dtype("<f4")
+_CORRUPTION_CODES = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+
+
+class FingerprintedEmbedder(Protocol):
+    """What :class:`CachedEmbedder` wraps: a model-backed or callable embedder."""
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    @property
+    def dimension(self) -> int | None: ...
+
+    def embed(self, texts: Sequence[str], kind: str = "passage") -> np.ndarray: ...
+
+
+def cache_key(fingerprint: str, kind: str, text: str) -> str:
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{fingerprint}|{kind}|{digest}"
+
+
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    """A damaged file, as opposed to a lock timeout, a permission problem or a full disk."""
+    code = getattr(exc, "sqlite_errorname", None)
+    if code is not None:
+        return code in _CORRUPTION_CODES
+    return type(exc) is sqlite3.DatabaseError
+
+
+def _aside_path(directory: Path) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    target = directory.with_name(f"{directory.name}.corrupt-{stamp}")
+    suffix = 1
+    while target.exists():
+        target = directory.with_name(f"{directory.name}.corrupt-{stamp}-{suffix}")
+        suffix += 1
+    return target
+
+
+class EmbeddingCache:
+    """Vectors on disk at ``<directory>/embeddings``; ``directory`` defaults to the user cache.
+
+    ``size_limit_bytes`` bounds the store; the least recently stored vectors are evicted first.
+    """
+
+    def __init__(self, directory: Path | str | None = None, size_limit_bytes: int = 2**31) -> None:
+        if size_limit_bytes <= 0:
+            raise InputError(f"size_limit_bytes: expected a positive int, got {size_limit_bytes}")
+        base = Path(directory).expanduser() if directory is not None else default_cache_dir()
+        self.directory = base / "embeddings"
+        self.size_limit_bytes = size_limit_bytes
+        #: entries found damaged (wrong length, wrong dimension, non-finite) and deleted
+        self.corrupt_values = 0
+        #: ``set_many`` calls that could not write (full disk, read-only directory)
+        self.write_errors = 0
+        self._lock = threading.Lock()
+        self._cache = self._open()
+
+    def _connect(self) -> diskcache.Cache:
+        return diskcache.Cache(str(self.directory), size_limit=self.size_limit_bytes)
+
+    def _open(self) -> diskcache.Cache:
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError as exc:
+            if not _is_corruption(exc):
+                raise
+            return self._replace_corrupted(exc)
+
+    def _replace_corrupted(self, exc: Exception) -> diskcache.Cache:
+        target = _aside_path(self.directory)
+        try:
+            self.directory.rename(target)
+            where = f"moved it to {target}"
+        except FileNotFoundError:
+            where = "another process already moved it aside"
+        logger.warning(
+            "embedding cache at %s is corrupted (%s); %s and started an empty cache",
+            self.directory,
+            exc,
+            where,
+        )
+        return self._connect()
+
+    def _recover(self, exc: sqlite3.DatabaseError, failed: diskcache.Cache) -> None:
+        """Corruption found while reading or writing: swap in a fresh cache, once.
+
+        ``failed`` is the handle the error came from; if another thread already replaced it,
+        the fresh cache is kept.
+        """
+        if not _is_corruption(exc):
+            raise exc
+        with self._lock:
+            if self._cache is not failed:
+                return
+            failed.close()
+            self._cache = self._replace_corrupted(exc)
+
+    def _decode(self, key: str, raw: Any, dimension: int | None) -> np.ndarray | None:
+        problem = None
+        if not isinstance(raw, bytes):
+            problem = f"a {type(raw).__name__} instead of bytes"
+        elif len(raw) % _STORED_DTYPE.itemsize or not raw:
+            problem = f"{len(raw)} bytes, not a whole number of float32 values"
+        elif dimension is not None and len(raw) != dimension * _STORED_DTYPE.itemsize:
+            problem = f"{len(raw) // _STORED_DTYPE.itemsize} values instead of {dimension}"
+        if problem is None:
+            vector = np.frombuffer(raw, dtype=_STORED_DTYPE).astype(np.float32)
+            if np.isfinite(vector).all():
+                return vector
+            problem = "NaN or infinite values"
+        self._cache.delete(key, retry=True)
+        with self._lock:
+            self.corrupt_values += 1
+            first = self.corrupt_values == 1
+        if first:
+            logger.warning(
+                "embedding cache at %s: entry %s holds %s; treated as a miss and deleted "
+                "(further damaged entries are counted in corrupt_values, not logged)",
+                self.directory,
+                key,
+                problem,
+            )
+        return None
+
+    def get_many(
+        self, fingerprint: str, kind: str, texts: Sequence[str], dimension: int | None = None
+    ) -> list[np.ndarray | None]:
+        """One vector or ``None`` (miss) per text; entries of the wrong ``dimension`` are misses."""
+        keys = [cache_key(fingerprint, kind, text) for text in texts]
+        store = self._cache
+        try:
+            raws = [store.get(key, default=None, retry=True) for key in keys]
+        except sqlite3.DatabaseError as exc:
+            self._recover(exc, store)
+            return [None] * len(keys)
+        return [
+            None if raw is None else self._decode(k, raw, dimension)
+            for k, raw in zip(keys, raws, strict=True)
+        ]
+
+    def set_many(
+        self, fingerprint: str, kind: str, texts: Sequence[str], vectors: np.ndarray | Sequence[Any]
+    ) -> None:
+        rows = np.asarray(vectors, dtype=_STORED_DTYPE)
+        if rows.ndim != 2 or rows.shape[0] != len(texts):
+            raise InputError(
+                f"vectors: expected shape ({len(texts)}, dimension) for {len(texts)} texts, "
+                f"got {rows.shape}"
+            )
+        items = [
+            (cache_key(fingerprint, kind, t), row.tobytes())
+            for t, row in zip(texts, rows, strict=True)
+        ]
+        store = self._cache
+        try:
+            with store.transact(retry=True):
+                for key, value in items:
+                    store.set(key, value, retry=True)
+        except sqlite3.DatabaseError as exc:
+            if _is_corruption(exc):
+                self._recover(exc, store)
+            else:
+                self._write_failed(len(items), exc)
+        except OSError as exc:
+            self._write_failed(len(items), exc)
+
+    def _write_failed(self, count: int, exc: Exception) -> None:
+        """A full disk or a read-only directory costs speed, not correctness: keep going."""
+        with self._lock:
+            self.write_errors += 1
+            first = self.write_errors == 1
+        if first:
+            logger.warning(
+                "embedding cache at %s: could not store %d vectors (%s); they will be embedded "
+                "again next time (further failures are counted in write_errors, not logged)",
+                self.directory,
+                count,
+                exc,
+            )
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def volume(self) -> int:
+        """Bytes used on disk."""
+        return int(self._cache.volume())
+
+    def close(self) -> None:
+        self._cache.close()
+
+    def __enter__(self) -> EmbeddingCache:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"EmbeddingCache({os.fspath(self.directory)!r})"
+
+
+class CachedEmbedder:
+    """Embed through ``cache``: identical texts in a call are embedded once, cached texts never.
+
+    ``cache=None`` keeps only the in-call deduplication (pass ``EmbeddingCache()`` for the
+    default directory). Counters count distinct texts: ``hits`` served from the cache,
+    ``misses`` embedded; ``model_calls`` counts calls into the wrapped embedder (at most one per
+    ``embed`` call, the wrapped embedder batches internally).
+    """
+
+    def __init__(
+        self, embedder: FingerprintedEmbedder, cache: EmbeddingCache | None = None
+    ) -> None:
+        self.embedder = embedder
+        self.cache = cache
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+        self.model_calls = 0
+
+    @property
+    def fingerprint(self) -> str:
+        return self.embedder.fingerprint
+
+    @property
+    def dimension(self) -> int | None:
+        return self.embedder.dimension
+
+    def warm_up(self) -> None:
+        warm_up = getattr(self.embedder, "warm_up", None)
+        if warm_up is not None:
+            warm_up()
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            self.hits = self.misses = self.model_calls = 0
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed([text], kind="query")[0]
+
+    def embed(self, texts: Sequence[str], kind: str = "passage") -> np.ndarray:
+        """One float32 row per text (query vectors with ``kind="query"``)."""
+        check_kind(kind)
+        items = as_text_list(texts)
+        if not items:
+            return self.embedder.embed([], kind=kind)
+        unique = list(dict.fromkeys(items))
+        fingerprint = self.embedder.fingerprint
+        rows = self._cached_rows(fingerprint, kind, unique)
+        missing = [i for i, row in enumerate(rows) if row is None]
+        calls = 0
+        if missing:
+            width = self._embed_into(rows, missing, unique, fingerprint, kind)
+            calls += 1
+            stale = [i for i, row in enumerate(rows) if row is not None and len(row) != width]
+            if stale:
+                logger.warning(
+                    "embedding cache: %d cached vectors for %r have another dimension than the "
+                    "model's %d; re-embedding them (did the embedder change under one name?)",
+                    len(stale),
+                    fingerprint,
+                    width,
+                )
+                self._embed_into(rows, stale, unique, fingerprint, kind)
+                calls += 1
+                missing += stale
+        with self._lock:
+            self.hits += len(unique) - len(missing)
+            self.misses += len(missing)
+            self.model_calls += calls
+        matrix = np.vstack(rows).astype(np.float32, copy=False)
+        if len(unique) == len(items):
+            return matrix
+        position = {text: i for i, text in enumerate(unique)}
+        return matrix[[position[text] for text in items]]
+
+    def _cached_rows(self, fingerprint: str, kind: str, unique: list[str]) -> list[Any]:
+        if self.cache is None:
+            return [None] * len(unique)
+        dimension = self.embedder.dimension
+        rows = self.cache.get_many(fingerprint, kind, unique, dimension=dimension)
+        widths = {len(row) for row in rows if row is not None}
+        if dimension is None and len(widths) > 1:
+            logger.warning(
+                "embedding cache: vectors for %r have mixed dimensions %s; re-embedding",
+                fingerprint,
+                sorted(widths),
+            )
+            return [None] * len(unique)
+        return rows
+
+    def _embed_into(
+        self, rows: list[Any], indices: list[int], unique: list[str], fingerprint: str, kind: str
+    ) -> int:
+        """Embed ``unique[i]`` for each ``i`` in ``indices`` in one call and store them.
+
+        Returns the row width.
+        """
+        texts = [unique[i] for i in indices]
+        fresh = np.asarray(self.embedder.embed(texts, kind=kind), dtype=np.float32)
+        if fresh.ndim != 2 or fresh.shape[0] != len(texts):
+            raise InputError(
+                f"embedder {fingerprint!r} returned shape {fresh.shape} for {len(texts)} texts"
+            )
+        for i, vector in zip(indices, fresh, strict=True):
+            rows[i] = vector
+        if self.cache is not None:
+            self.cache.set_many(fingerprint, kind, texts, fresh)
+        return int(fresh.shape[1])
+
+    def __repr__(self) -> str:
+        return f"CachedEmbedder({self.embedder!r}, cache={self.cache!r})"

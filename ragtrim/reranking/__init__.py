@@ -1,0 +1,1 @@
+"""Rerankers: stages that re-score the retriever's top candidates more precisely than retrieval."""
