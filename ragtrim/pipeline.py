@@ -274,7 +274,11 @@ class Pipeline:
     def load(cls, directory: str | Path, config: PipelineConfig | Mapping[str, Any] | str | Path | None = None,
              **overrides: Any) -> Pipeline:
         manifest, data_dir = read_index_dir(Path(directory))
-        pipeline = cls(load_config(config) if config is not None else load_config(manifest["config"]), **overrides)
+        if config is None:
+            config = manifest["config"]
+        elif isinstance(config, (str, Path)):
+            config = load_config(config)
+        pipeline = cls(config, **overrides)
         if manifest.get("encoding") != pipeline.counter.name:
             raise IndexStoreError(
                 f"{directory}: index was built with token encoding {manifest.get('encoding')!r}, "

@@ -177,8 +177,8 @@ class TokenCounter:
         return self._count(text) if text else 0
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
-        if self._encoding is not None and len(texts) > 16:
-            return [len(ids) for ids in self._encoding.encode_ordinary_batch(list(texts))]
+        # a plain loop: tiktoken's batch call starts an 8-thread pool per call, which measured
+        # slower (0.36 s vs 0.26 s for 5.9k blocks) on 2 cores
         return [self.count(t) for t in texts]
 
     def token_starts(self, text: str) -> list[int]:

@@ -40,8 +40,9 @@ def greedy_select(
     similarity: np.ndarray | None = None,
     redundancy_penalty: float = 0.0,
     min_marginal: float = 0.0,
+    cost_exponent: float = 1.0,
 ) -> list[int]:
-    """Greedy by marginal value per token, with a redundancy penalty.
+    """Greedy by marginal value per token**cost_exponent, with a redundancy penalty.
 
     The marginal value of a unit is ``value x (1 - penalty x max similarity to anything
     already chosen)``; units whose marginal value falls below ``min_marginal`` are never
@@ -56,7 +57,8 @@ def greedy_select(
     costs = np.maximum(np.asarray(costs, dtype=np.float64), 1.0)
     while available.any():
         marginal = values * (1.0 - redundancy_penalty * max_sim)
-        ratio = np.where(available & (marginal >= min_marginal) & (costs <= remaining), marginal / costs, -np.inf)
+        fits = available & (marginal >= min_marginal) & (costs <= remaining)
+        ratio = np.where(fits, marginal / costs**cost_exponent, -np.inf)
         best = int(np.argmax(ratio))
         if not np.isfinite(ratio[best]):
             break

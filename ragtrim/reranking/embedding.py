@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import Field
 
 from ragtrim.query import QueryContext, StageOutput
-from ragtrim.scoring import cosine_to_query, lexical_coverage
+from ragtrim.scoring import cosine_to_query, lexical_coverage, minmax
 from ragtrim.stage import Stage, StageConfig
 from ragtrim.types import Candidate
 
@@ -27,6 +27,8 @@ class EmbeddingReranker(Stage):
         sentence_weight: float = Field(0.5, ge=0)
         chunk_weight: float = Field(0.2, ge=0)
         lexical_weight: float = Field(0.3, ge=0)
+        #: the incoming (fused retrieval) score, min-max normalised over the reranked head
+        retrieval_weight: float = Field(1.0, ge=0)
 
     def run(self, ctx: QueryContext, candidates: list[Candidate]) -> StageOutput:
         if not candidates:
@@ -44,10 +46,11 @@ class EmbeddingReranker(Stage):
             best = np.sort(cosine_to_query(query_vector, vectors))[::-1][: cfg.top_sentences]
             sentence_sim[i] = best.mean()
         lexical = lexical_coverage(ctx.query, [c.chunk.text for c in head])
-        total = cfg.sentence_weight + cfg.chunk_weight + cfg.lexical_weight or 1.0
+        retrieval = minmax(np.array([c.score for c in head]))
+        weights = (cfg.sentence_weight, cfg.chunk_weight, cfg.lexical_weight, cfg.retrieval_weight)
         scores = (
-            cfg.sentence_weight * sentence_sim + cfg.chunk_weight * chunk_sim + cfg.lexical_weight * lexical
-        ) / total
+            weights[0] * sentence_sim + weights[1] * chunk_sim + weights[2] * lexical + weights[3] * retrieval
+        ) / (sum(weights) or 1.0)
         for candidate, score in zip(head, scores):
             candidate.scores["rerank"] = float(score)
             candidate.score = float(score)
