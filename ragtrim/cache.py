@@ -20,36 +20,50 @@ import sqlite3
 import threading
 import time
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import diskcache
 import numpy as np
 
+from ragtrim.diskcache_util import RecoveringCache
 from ragtrim.types import Candidate
 
 logger = logging.getLogger(__name__)
-_warned: set[str] = set()
-_warn_lock = threading.Lock()
+T = TypeVar("T")
 
 
-def open_diskcache(directory: Path, **settings: Any):
-    """Open a diskcache; a corrupted one is reported once, moved aside and rebuilt."""
-    import diskcache
+class _Store:
+    """A recovering diskcache plus the policy both query caches share: corruption is handled
+    by :class:`RecoveringCache`; a busy, full or read-only cache costs a miss or a dropped
+    write (logged once per cache), never a failed query."""
 
-    directory = Path(directory)
-    try:
-        cache = diskcache.Cache(str(directory), **settings)
-        cache.get("__ragtrim_probe__")
-        return cache
-    except sqlite3.DatabaseError as exc:
-        aside = directory.with_name(f"{directory.name}.corrupt-{int(time.time())}")
-        with _warn_lock:
-            if str(directory) not in _warned:
-                _warned.add(str(directory))
-                logger.warning("cache %s is corrupted (%s); moved to %s and rebuilt", directory, exc, aside)
-        directory.rename(aside)
-        return diskcache.Cache(str(directory), **settings)
+    def __init__(self, directory: Path, label: str) -> None:
+        self.label = label
+        self.cache = RecoveringCache(directory, label)
+        self.errors = 0
+        self._lock = threading.Lock()
+
+    def run(self, operation: Callable[[diskcache.Cache], T], default: T) -> T:
+        try:
+            return self.cache.run(operation, default)
+        except (sqlite3.DatabaseError, OSError, diskcache.Timeout) as exc:
+            with self._lock:
+                self.errors += 1
+                first = self.errors == 1
+            if first:
+                logger.warning(
+                    "%s cache at %s is unusable (%s); continuing without it for this call "
+                    "(further failures are counted, not logged)",
+                    self.label,
+                    self.cache.directory,
+                    exc,
+                )
+            return default
+
+    def close(self) -> None:
+        self.cache.close()
 
 
 def normalise_query(query: str) -> str:
@@ -65,70 +79,87 @@ class RetrievalCache:
     """Candidates after the query stages, keyed by everything that determines them."""
 
     def __init__(self, directory: Path, ttl_seconds: float | None = None) -> None:
-        self._cache = open_diskcache(Path(directory) / "retrieval")
+        self._store = _Store(Path(directory) / "retrieval", "retrieval")
         self.ttl = ttl_seconds
         self.hits = 0
         self.misses = 0
 
     def get(self, key: str) -> tuple[list[Candidate], dict[str, Any]] | None:
-        value = self._cache.get(key)
-        if value is None:
+        value = self._store.run(lambda cache: cache.get(key, retry=True), None)
+        result = None
+        if value is not None:
+            try:
+                payload = json.loads(value)
+                result = [Candidate.from_dict(c) for c in payload["candidates"]], payload["extra"]
+            except (ValueError, KeyError, TypeError):
+                self._store.run(lambda cache: cache.delete(key, retry=True), False)
+        if result is None:
             self.misses += 1
-            return None
-        try:
-            payload = json.loads(value)
-            result = [Candidate.from_dict(c) for c in payload["candidates"]], payload["extra"]
-        except (ValueError, KeyError, TypeError):
-            self._cache.delete(key)
-            self.misses += 1
-            return None
-        self.hits += 1
+        else:
+            self.hits += 1
         return result
 
     def set(self, key: str, candidates: list[Candidate], extra: Mapping[str, Any]) -> None:
         payload = {"candidates": [c.to_dict() for c in candidates], "extra": dict(extra)}
-        self._cache.set(key, json.dumps(payload, ensure_ascii=False), expire=self.ttl)
+        text = json.dumps(payload, ensure_ascii=False)
+        self._store.run(lambda cache: cache.set(key, text, expire=self.ttl, retry=True), None)
 
     def close(self) -> None:
-        self._cache.close()
+        self._store.close()
 
 
 class SemanticCache:
     """Nearest earlier query within one bucket (same filters, profile, configs and index)."""
 
     def __init__(
-        self, directory: Path, threshold: float = 0.95, ttl_seconds: float | None = None, max_entries: int = 10_000
+        self,
+        directory: Path,
+        threshold: float = 0.95,
+        ttl_seconds: float | None = None,
+        max_entries: int = 10_000,
     ) -> None:
-        self._cache = open_diskcache(Path(directory) / "semantic")
+        self._store = _Store(Path(directory) / "semantic", "semantic")
         self.threshold = threshold
         self.ttl = ttl_seconds
         self.max_entries = max_entries
         self.hits = 0
         self.misses = 0
 
-    def _entries(self, bucket: str) -> tuple[np.ndarray, list[str], list[float]]:
+    def _entries(
+        self, cache: diskcache.Cache, bucket: str
+    ) -> tuple[np.ndarray, list[str], list[float]]:
         """Bucket entries, stored as JSON + raw float32 (never pickled), minus expired ones."""
-        raw = self._cache.get(f"bucket:{bucket}")
+        raw = cache.get(f"bucket:{bucket}", retry=True)
+        empty: tuple[np.ndarray, list[str], list[float]] = (
+            np.zeros((0, 0), dtype=np.float32),
+            [],
+            [],
+        )
         if raw is None:
-            return np.zeros((0, 0), dtype=np.float32), [], []
+            return empty
         try:
             data = json.loads(raw)
+            keys, times = list(data["keys"]), [float(t) for t in data["times"]]
             vectors = np.frombuffer(base64.b64decode(data["vectors"]), dtype=np.float32)
-            vectors = vectors.reshape(len(data["keys"]), -1)
+            vectors = vectors.reshape(len(keys), -1)
+            if len(times) != len(keys):
+                raise ValueError("keys and times differ in length")
         except (ValueError, KeyError, TypeError):
-            self._cache.delete(f"bucket:{bucket}")
-            return np.zeros((0, 0), dtype=np.float32), [], []
-        keys, times = list(data["keys"]), list(data["times"])
+            cache.delete(f"bucket:{bucket}", retry=True)
+            return empty
         if self.ttl is not None:
-            live = [i for i, t in enumerate(times) if t >= time.time() - self.ttl]
+            now = time.time()
+            live = [i for i, t in enumerate(times) if t >= now - self.ttl]
             vectors, keys, times = vectors[live], [keys[i] for i in live], [times[i] for i in live]
         return vectors, keys, times
 
     def lookup(self, bucket: str, vector: np.ndarray) -> tuple[str, float] | None:
         """The retrieval-cache key of the most similar earlier query, if similar enough."""
-        vectors, keys, _ = self._entries(bucket)
-        if len(keys) and vectors.shape[1] == len(vector):
-            similarity = vectors @ np.asarray(vector, dtype=np.float32)
+        empty = (np.zeros((0, 0), dtype=np.float32), [], [])
+        vectors, keys, _ = self._store.run(lambda cache: self._entries(cache, bucket), empty)
+        query = np.asarray(vector, dtype=np.float32).ravel()
+        if len(keys) and vectors.shape[1] == len(query):
+            similarity = vectors @ query
             best = int(np.argmax(similarity))
             if similarity[best] >= self.threshold:
                 self.hits += 1
@@ -137,18 +168,26 @@ class SemanticCache:
         return None
 
     def add(self, bucket: str, vector: np.ndarray, result_key: str) -> None:
-        with self._cache.transact():
-            vectors, keys, times = self._entries(bucket)
-            row = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-            vectors = np.vstack([vectors, row]) if len(keys) else row
-            keys, times = keys + [result_key], times + [time.time()]
-            keep = slice(-self.max_entries, None)
-            payload = {
-                "keys": keys[keep],
-                "times": times[keep],
-                "vectors": base64.b64encode(np.ascontiguousarray(vectors[keep]).tobytes()).decode(),
-            }
-            self._cache.set(f"bucket:{bucket}", json.dumps(payload))
+        row = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+
+        def append(cache: diskcache.Cache) -> None:
+            with cache.transact(retry=True):
+                vectors, keys, times = self._entries(cache, bucket)
+                if len(keys) and vectors.shape[1] != row.shape[1]:
+                    vectors, keys, times = row[:0], [], []
+                stacked = np.vstack([vectors, row]) if len(keys) else row
+                keys, times = keys + [result_key], times + [time.time()]
+                keep = slice(-self.max_entries, None)
+                payload = {
+                    "keys": keys[keep],
+                    "times": times[keep],
+                    "vectors": base64.b64encode(
+                        np.ascontiguousarray(stacked[keep]).tobytes()
+                    ).decode(),
+                }
+                cache.set(f"bucket:{bucket}", json.dumps(payload), retry=True)
+
+        self._store.run(append, None)
 
     def close(self) -> None:
-        self._cache.close()
+        self._store.close()

@@ -1,12 +1,13 @@
 """The ``ragtrim`` command line: ingest, query, bench, tune, config.
 
-User errors print one line to stderr and exit with status 2, without a traceback.
+User errors (ragtrim's own errors, unreadable files, bad options) print one line to stderr and
+exit with status 2, without a traceback, however the app is invoked (the ``ragtrim`` script,
+``python -m ragtrim.cli``, or ``app`` from a test runner).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,17 +15,57 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typer.core import TyperGroup
 
 from ragtrim.errors import RagtrimError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Trim RAG prompts to the minimum useful context.")
+try:  # recent typer vendors click as typer._click; older typer uses click itself
+    from typer._click import exceptions as _click_errors
+except ImportError:
+    from click import exceptions as _click_errors
+
+USER_ERROR = 2
+
 console = Console(stderr=True)
 
 
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+def _fail(message: object) -> None:
+    """Print ``error: message`` as one line on stderr and exit with status 2."""
+    line = escape(" ".join(str(message).split()))
+    console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+    raise typer.Exit(USER_ERROR)
+
+
+class _UserErrorsAsOneLine(TyperGroup):
+    """Turn user errors raised by any command into one stderr line and exit status 2."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except getattr(_click_errors, "NoArgsIsHelpError", ()):
+            raise
+        except _click_errors.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "ragtrim"
+            _fail(f"{exc.format_message()} (see '{where} --help')")
+        except (RagtrimError, OSError) as exc:
+            _fail(exc)
+
+
+def _json_default(value: Any) -> Any:
+    """numpy scalars and arrays that stage statistics may carry."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+app = typer.Typer(
+    cls=_UserErrorsAsOneLine,
+    add_completion=False,
+    no_args_is_help=True,
+    help="Trim RAG prompts to the minimum useful context.",
+)
 
 
 @contextmanager
@@ -33,8 +74,14 @@ def _progress(enabled: bool = True):
     if not enabled:
         yield None
         return
-    with Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as bar:
+    with Progress(
+        TextColumn("{task.description:<22}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
         tasks: dict[str, Any] = {}
 
         def update(task: str, done: int, total: int) -> None:
@@ -55,9 +102,13 @@ def _pipeline_for(index: Path, config: Path | None):
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="ragtrim JSONL files, Markdown/text files or folders")],
+    paths: Annotated[
+        list[Path], typer.Argument(help="ragtrim JSONL files, Markdown/text files or folders")
+    ],
     index: Annotated[Path, typer.Option("--index", help="index folder (created or updated)")],
-    config: Annotated[Path | None, typer.Option("--config", help="pipeline config (YAML/JSON)")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="pipeline config (YAML/JSON)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Chunk, embed and index documents; re-ingesting unchanged documents costs nothing."""
@@ -66,7 +117,8 @@ def ingest(
     started = time.perf_counter()
     loaded = load_documents(paths)
     for problem in loaded.problems:
-        console.print(f"[yellow]skipped:[/yellow] {problem}", highlight=False)
+        line = f"[yellow]skipped:[/yellow] {escape(problem)}"
+        console.print(line, highlight=False, soft_wrap=True)
     pipe = _pipeline_for(index, config)
     with _progress(not as_json) as progress:
         stats = pipe.ingest(loaded.documents, progress=progress)
@@ -85,7 +137,7 @@ def ingest(
         "seconds": round(time.perf_counter() - started, 2),
     }
     if as_json:
-        typer.echo(json.dumps(summary))
+        typer.echo(json.dumps({**summary, "problems": loaded.problems}, ensure_ascii=False))
     else:
         typer.echo(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in summary.items()))
 
@@ -93,12 +145,25 @@ def ingest(
 @app.command()
 def query(
     question: Annotated[str, typer.Argument(help="the question")],
-    index: Annotated[Path, typer.Option("--index", help="index folder written by 'ragtrim ingest'")],
-    task_type: Annotated[str | None, typer.Option("--task-type", help="apply this task profile")] = None,
-    filters: Annotated[str | None, typer.Option("--filters", help='metadata filter as JSON, e.g. \'{"product": "relay"}\'')] = None,
-    budget: Annotated[int | None, typer.Option("--budget", help="token budget for the prompt")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="override the saved pipeline config")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the whole TrimResult as JSON")] = False,
+    index: Annotated[
+        Path, typer.Option("--index", help="index folder written by 'ragtrim ingest'")
+    ],
+    task_type: Annotated[
+        str | None, typer.Option("--task-type", help="apply this task profile")
+    ] = None,
+    filters: Annotated[
+        str | None,
+        typer.Option("--filters", help='metadata filter as JSON, e.g. \'{"product": "relay"}\''),
+    ] = None,
+    budget: Annotated[
+        int | None, typer.Option("--budget", help="token budget for the prompt")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="override the saved pipeline config")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the whole TrimResult as JSON")
+    ] = False,
 ) -> None:
     """Print the trimmed prompt for a question (or the whole result with --json)."""
     from ragtrim.pipeline import Pipeline
@@ -114,7 +179,7 @@ def query(
     pipe = Pipeline.load(index, config)
     result = pipe.run(question, task_type=task_type, filters=parsed, budget=budget)
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False, default=_json_default))
         return
     typer.echo(result.prompt)
     t = result.tokens
@@ -129,7 +194,9 @@ def query(
 def bench(
     dataset: Annotated[Path, typer.Option("--dataset", help="data set folder or file")],
     out: Annotated[Path, typer.Option("--out", help="output folder for results.json/.md/.png")],
-    config: Annotated[Path | None, typer.Option("--config", help="pipeline config (default: built-in)")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="pipeline config (default: built-in)")
+    ] = None,
     sweep: Annotated[Path | None, typer.Option("--sweep", help="sweep file (YAML)")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="at most this many queries")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -138,7 +205,9 @@ def bench(
     from ragtrim.bench.runner import run_benchmark
 
     with _progress() as progress:
-        summary = run_benchmark(dataset, out, config=config, sweep=sweep, limit=limit, seed=seed, progress=progress)
+        summary = run_benchmark(
+            dataset, out, config=config, sweep=sweep, limit=limit, seed=seed, progress=progress
+        )
     typer.echo(summary)
 
 
@@ -146,8 +215,12 @@ def bench(
 def tune(
     dataset: Annotated[Path, typer.Option("--dataset", help="data set folder or file")],
     out: Annotated[Path, typer.Option("--out", help="where to write the tuned config (YAML)")],
-    config: Annotated[Path | None, typer.Option("--config", help="pipeline config to start from")] = None,
-    target: Annotated[float, typer.Option("--target", help="keep quality >= target x the best observed")] = 0.95,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="pipeline config to start from")
+    ] = None,
+    target: Annotated[
+        float, typer.Option("--target", help="keep quality >= target x the best observed")
+    ] = 0.95,
     limit: Annotated[int | None, typer.Option("--limit", help="at most this many queries")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
@@ -155,7 +228,9 @@ def tune(
     from ragtrim.bench.tune import tune_profiles
 
     with _progress() as progress:
-        summary = tune_profiles(dataset, out, config=config, target=target, limit=limit, seed=seed, progress=progress)
+        summary = tune_profiles(
+            dataset, out, config=config, target=target, limit=limit, seed=seed, progress=progress
+        )
     typer.echo(summary)
 
 
@@ -164,32 +239,18 @@ def show_config(
     fmt: Annotated[str, typer.Option("--format", help="yaml or json")] = "yaml",
 ) -> None:
     """Print the default pipeline config."""
-    from ragtrim.config import dump_config
-    from ragtrim.pipeline import Pipeline
+    from ragtrim.config import PipelineConfig, StageSpec, dump_config
+    from ragtrim.pipeline import default_stages
 
     if fmt not in ("yaml", "json"):
         _fail(f"--format: expected yaml or json, got {fmt!r}")
-    typer.echo(dump_config(Pipeline.default().config, fmt=fmt), nl=False)
+    stages = {slot: StageSpec(**stage.to_dict()) for slot, stage in default_stages().items()}
+    typer.echo(dump_config(PipelineConfig(stages=stages), fmt=fmt), nl=False)
 
 
 def main() -> None:
-    try:
-        app(standalone_mode=False)
-    except RagtrimError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        console.print("aborted")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    """Entry point of the ``ragtrim`` script."""
+    app(prog_name="ragtrim")
 
 
 if __name__ == "__main__":

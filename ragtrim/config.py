@@ -9,16 +9,17 @@ overrides (top-k, rerank depth, budget, thresholds, granularity...), applied by
 from __future__ import annotations
 
 import json
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ragtrim.errors import ConfigError
 from ragtrim.index.store import IndexConfig
-from ragtrim.stage import validate_model
 
 #: pipeline slots in execution order; ingestion uses the first two, queries the rest
 SLOTS = ("chunker", "embedder", "filter", "retriever", "reranker", "dedup", "packer")
@@ -60,7 +61,8 @@ class StageSpec(_Strict):
 
 
 class PipelineConfig(_Strict):
-    version: int = 1
+    #: the config format; a future format will be rejected, not misread
+    version: Literal[1] = 1
     tokenizer: TokenizerSettings = Field(default_factory=TokenizerSettings)
     index: IndexConfig = Field(default_factory=IndexConfig)
     stages: dict[str, StageSpec | None]
@@ -73,10 +75,18 @@ class PipelineConfig(_Strict):
     def _slots(cls, stages: dict[str, StageSpec | None]) -> dict[str, StageSpec | None]:
         unknown = [name for name in stages if name not in SLOTS]
         if unknown:
-            raise ValueError(f"unknown stage slot(s) {unknown}; valid slots in order: {', '.join(SLOTS)}")
-        missing = [name for name in SLOTS if name not in OPTIONAL_SLOTS and stages.get(name) is None]
+            raise ValueError(
+                f"unknown stage slot(s) {', '.join(map(repr, unknown))}; "
+                f"valid slots in order: {', '.join(SLOTS)}"
+            )
+        missing = [
+            name for name in SLOTS if name not in OPTIONAL_SLOTS and stages.get(name) is None
+        ]
         if missing:
-            raise ValueError(f"required stage slot(s) missing: {missing}")
+            raise ValueError(
+                f"required stage slot(s) missing or null: {', '.join(map(repr, missing))}; "
+                f"only {', '.join(sorted(OPTIONAL_SLOTS))} may be null"
+            )
         return {name: stages.get(name) for name in SLOTS}
 
     @field_validator("profiles")
@@ -86,8 +96,8 @@ class PipelineConfig(_Strict):
             for slot in overrides:
                 if slot not in SLOTS[2:]:
                     raise ValueError(
-                        f"profile {task_type!r}: {slot!r} cannot be overridden per task type; "
-                        f"valid: {', '.join(SLOTS[2:])}"
+                        f"profile {task_type!r} overrides stage {slot!r}, which cannot be "
+                        f"overridden per task type; valid stages: {', '.join(SLOTS[2:])}"
                     )
         return profiles
 
@@ -107,16 +117,75 @@ def load_config(source: str | Path | Mapping[str, Any]) -> PipelineConfig:
         try:
             data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
         except (yaml.YAMLError, ValueError) as exc:
-            raise ConfigError(f"{path}: malformed {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+            raise ConfigError(f"{path}: {_parse_problem(exc, path.suffix == '.json')}") from None
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping at the top level")
-    return validate_model(PipelineConfig, data, where)
+        raise ConfigError(
+            f"{where}: expected a mapping at the top level, got {type(data).__name__}"
+        )
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_config_error(exc, where)) from None
 
 
-def dump_config(config: PipelineConfig, path: str | Path | None = None, fmt: str | None = None) -> str:
+def _parse_problem(exc: Exception, is_json: bool) -> str:
+    """One line: what is wrong and where (YAML and JSON errors span several lines)."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    kind = "JSON" if is_json else "YAML"
+    if mark is not None:
+        return f"malformed {kind} at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return f"malformed {kind}: {problem}"
+
+
+def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The config model that holds the field at ``path`` (``("cache", "foo")`` -> CacheSettings)."""
+    model: Any = PipelineConfig
+    for step in path[:-1]:
+        annotation: Any = None
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            field = model.model_fields.get(str(step))
+            annotation = field.annotation if field is not None else None
+        elif typing.get_origin(model) is dict:
+            annotation = typing.get_args(model)[1]
+        if annotation is None:
+            return None
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+        model = annotation
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def describe_config_error(exc: ValidationError, where: str) -> str:
+    """One clause per problem, each naming the field path and, for unknown keys, the valid ones."""
+    lines = []
+    for error in exc.errors():
+        location = ".".join([where, *(str(p) for p in error["loc"])])
+        if error["type"] == "extra_forbidden":
+            model = _model_at(error["loc"])
+            valid = ", ".join(sorted(model.model_fields)) if model else "see the documentation"
+            lines.append(f"{location}: unknown key; valid keys: {valid}")
+        elif error["type"] == "value_error":
+            lines.append(f"{location}: {error['ctx']['error']}")
+        else:
+            given = error.get("input")
+            shown = repr(given) if not isinstance(given, Mapping) else "{...}"
+            lines.append(f"{location}: {error['msg']} (got {shown[:80]})")
+    return "; ".join(lines)
+
+
+def dump_config(
+    config: PipelineConfig, path: str | Path | None = None, fmt: str | None = None
+) -> str:
     data = config.model_dump(mode="json")
     fmt = fmt or ("json" if path is not None and Path(path).suffix == ".json" else "yaml")
-    text = json.dumps(data, indent=2) + "\n" if fmt == "json" else yaml.safe_dump(data, sort_keys=False)
+    text = (
+        json.dumps(data, indent=2) + "\n"
+        if fmt == "json"
+        else yaml.safe_dump(data, sort_keys=False)
+    )
     if path is not None:
         Path(path).write_text(text, encoding="utf-8")
     return text

@@ -140,7 +140,8 @@ class Pipeline:
         return self.index.upsert(docs, self.chunk, self.embedder, progress)
 
     def delete(self, doc_ids: Sequence[str]) -> int:
-        return self.index.delete(list(doc_ids))
+        """Remove documents by id; returns how many were present."""
+        return self.index.delete(doc_ids)
 
     # ------------------------------------------------------------------ querying
     def run(

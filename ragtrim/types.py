@@ -66,7 +66,13 @@ class Document(BaseModel):
                 f"{where} (id={data['id']!r}): field 'text' must be a string, "
                 f"got {type(data['text']).__name__}"
             )
-        metadata = dict(data.get("metadata") or {})
+        raw_metadata = data.get("metadata")
+        if raw_metadata is not None and not isinstance(raw_metadata, Mapping):
+            raise InputError(
+                f"{where} (id={data['id']!r}): field 'metadata' must be a mapping, "
+                f"got {type(raw_metadata).__name__}"
+            )
+        metadata = dict(raw_metadata or {})
         if data.get("title") and "title" not in metadata:
             metadata["title"] = data["title"]
         try:

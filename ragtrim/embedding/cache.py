@@ -17,14 +17,14 @@ import os
 import sqlite3
 import threading
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import diskcache
 import numpy as np
 
 from ragtrim.cachedir import default_cache_dir
+from ragtrim.diskcache_util import RecoveringCache
+from ragtrim.diskcache_util import is_corruption as _is_corruption  # noqa: F401 (kept importable here)
 from ragtrim.embedding.models import as_text_list, check_kind
 from ragtrim.errors import InputError
 
@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 
 #: vectors are stored little-endian so a cache directory is portable between machines
 _STORED_DTYPE = np.dtype("<f4")
-_CORRUPTION_CODES = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 
 
 class FingerprintedEmbedder(Protocol):
@@ -52,24 +51,6 @@ def cache_key(fingerprint: str, kind: str, text: str) -> str:
     return f"{fingerprint}|{kind}|{digest}"
 
 
-def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
-    """A damaged file, as opposed to a lock timeout, a permission problem or a full disk."""
-    code = getattr(exc, "sqlite_errorname", None)
-    if code is not None:
-        return code in _CORRUPTION_CODES
-    return type(exc) is sqlite3.DatabaseError
-
-
-def _aside_path(directory: Path) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    target = directory.with_name(f"{directory.name}.corrupt-{stamp}")
-    suffix = 1
-    while target.exists():
-        target = directory.with_name(f"{directory.name}.corrupt-{stamp}-{suffix}")
-        suffix += 1
-    return target
-
-
 class EmbeddingCache:
     """Vectors on disk at ``<directory>/embeddings``; ``directory`` defaults to the user cache.
 
@@ -87,47 +68,7 @@ class EmbeddingCache:
         #: ``set_many`` calls that could not write (full disk, read-only directory)
         self.write_errors = 0
         self._lock = threading.Lock()
-        self._cache = self._open()
-
-    def _connect(self) -> diskcache.Cache:
-        return diskcache.Cache(str(self.directory), size_limit=self.size_limit_bytes)
-
-    def _open(self) -> diskcache.Cache:
-        try:
-            return self._connect()
-        except sqlite3.DatabaseError as exc:
-            if not _is_corruption(exc):
-                raise
-            return self._replace_corrupted(exc)
-
-    def _replace_corrupted(self, exc: Exception) -> diskcache.Cache:
-        target = _aside_path(self.directory)
-        try:
-            self.directory.rename(target)
-            where = f"moved it to {target}"
-        except FileNotFoundError:
-            where = "another process already moved it aside"
-        logger.warning(
-            "embedding cache at %s is corrupted (%s); %s and started an empty cache",
-            self.directory,
-            exc,
-            where,
-        )
-        return self._connect()
-
-    def _recover(self, exc: sqlite3.DatabaseError, failed: diskcache.Cache) -> None:
-        """Corruption found while reading or writing: swap in a fresh cache, once.
-
-        ``failed`` is the handle the error came from; if another thread already replaced it,
-        the fresh cache is kept.
-        """
-        if not _is_corruption(exc):
-            raise exc
-        with self._lock:
-            if self._cache is not failed:
-                return
-            failed.close()
-            self._cache = self._replace_corrupted(exc)
+        self._store = RecoveringCache(self.directory, "embedding", size_limit=self.size_limit_bytes)
 
     def _decode(self, key: str, raw: Any, dimension: int | None) -> np.ndarray | None:
         problem = None
@@ -142,7 +83,7 @@ class EmbeddingCache:
             if np.isfinite(vector).all():
                 return vector
             problem = "NaN or infinite values"
-        self._cache.delete(key, retry=True)
+        self._store.run(lambda store: store.delete(key, retry=True), False)
         with self._lock:
             self.corrupt_values += 1
             first = self.corrupt_values == 1
@@ -161,12 +102,10 @@ class EmbeddingCache:
     ) -> list[np.ndarray | None]:
         """One vector or ``None`` (miss) per text; entries of the wrong ``dimension`` are misses."""
         keys = [cache_key(fingerprint, kind, text) for text in texts]
-        store = self._cache
-        try:
-            raws = [store.get(key, default=None, retry=True) for key in keys]
-        except sqlite3.DatabaseError as exc:
-            self._recover(exc, store)
-            return [None] * len(keys)
+        raws = self._store.run(
+            lambda store: [store.get(key, default=None, retry=True) for key in keys],
+            [None] * len(keys),
+        )
         return [
             None if raw is None else self._decode(k, raw, dimension)
             for k, raw in zip(keys, raws, strict=True)
@@ -185,17 +124,15 @@ class EmbeddingCache:
             (cache_key(fingerprint, kind, t), row.tobytes())
             for t, row in zip(texts, rows, strict=True)
         ]
-        store = self._cache
-        try:
+
+        def write(store: Any) -> None:
             with store.transact(retry=True):
                 for key, value in items:
                     store.set(key, value, retry=True)
-        except sqlite3.DatabaseError as exc:
-            if _is_corruption(exc):
-                self._recover(exc, store)
-            else:
-                self._write_failed(len(items), exc)
-        except OSError as exc:
+
+        try:
+            self._store.run(write, None)
+        except (sqlite3.DatabaseError, OSError) as exc:
             self._write_failed(len(items), exc)
 
     def _write_failed(self, count: int, exc: Exception) -> None:
@@ -213,14 +150,14 @@ class EmbeddingCache:
             )
 
     def __len__(self) -> int:
-        return len(self._cache)
+        return len(self._store.store)
 
     def volume(self) -> int:
         """Bytes used on disk."""
-        return int(self._cache.volume())
+        return int(self._store.store.volume())
 
     def close(self) -> None:
-        self._cache.close()
+        self._store.close()
 
     def __enter__(self) -> EmbeddingCache:
         return self

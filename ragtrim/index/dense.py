@@ -82,6 +82,11 @@ class DenseIndex:
         self._faiss_index = None
         return keep
 
+    def build(self) -> None:
+        """Build the FAISS structure now (an HNSW graph over 88k vectors takes ~10 s), so that
+        the first query after ingestion or loading is not the one that pays for it."""
+        self._index()
+
     def _index(self):
         if self._faiss_index is None:
             faiss = _faiss()

@@ -5,6 +5,10 @@ Layout: ``<dir>/manifest.json`` names a data folder ``<dir>/data-<id>/`` holding
 replaces the manifest; only then are older data folders removed. A save killed at any instant
 leaves either the old manifest (pointing at the old, intact data) or the new one: the index on
 disk is always loadable. Every file's SHA-256 is in the manifest and checked on load.
+
+Concurrent saves into one folder are serialised by an advisory lock (``.lock``, POSIX
+``flock``): without it, one writer's clean-up could delete the data folder that another writer
+has just made the manifest point at.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +28,7 @@ from ragtrim.errors import IndexStoreError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+_DATA_DIR = re.compile(r"data-[0-9a-f]{12}")
 
 
 def _sha256(path: Path) -> str:
@@ -40,10 +47,34 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_index_dir(target: Path, write_files: Callable[[Path], None], manifest: dict[str, Any]) -> None:
+@contextmanager
+def _writer_lock(target: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: saves into one folder must not overlap
+        yield
+        return
+    with (target / ".lock").open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def write_index_dir(
+    target: Path, write_files: Callable[[Path], None], manifest: dict[str, Any]
+) -> None:
     """Write files into a fresh data folder via ``write_files``, then switch the manifest to it."""
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
+    with _writer_lock(target):
+        _write_locked(target, write_files, manifest)
+
+
+def _write_locked(
+    target: Path, write_files: Callable[[Path], None], manifest: dict[str, Any]
+) -> None:
     data_name = f"data-{uuid.uuid4().hex[:12]}"
     data_dir = target / data_name
     data_dir.mkdir()
@@ -62,12 +93,15 @@ def write_index_dir(target: Path, write_files: Callable[[Path], None], manifest:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target / MANIFEST)
-        _fsync_dir(target)
     except BaseException:
         shutil.rmtree(data_dir, ignore_errors=True)
         raise
+    # the manifest now names data_dir: from here on it must never be removed
+    _fsync_dir(target)
     for stale in target.iterdir():
-        if stale.name != data_name and (stale.name.startswith("data-") or stale.name.endswith(".tmp")):
+        if stale.name != data_name and (
+            stale.name.startswith("data-") or stale.name.endswith(".tmp")
+        ):
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
             else:
@@ -84,17 +118,28 @@ def read_index_dir(target: Path, verify: bool = True) -> tuple[dict[str, Any], P
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise IndexStoreError(f"{manifest_path}: unreadable manifest: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise IndexStoreError(f"{manifest_path}: expected a JSON object")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise IndexStoreError(
             f"{manifest_path}: index format version {version!r}; this ragtrim reads version "
             f"{FORMAT_VERSION} (re-ingest with this version)"
         )
-    data_dir = target / str(manifest.get("data_dir", ""))
+    data_name, files = manifest.get("data_dir"), manifest.get("files")
+    if not isinstance(data_name, str) or not _DATA_DIR.fullmatch(data_name):
+        raise IndexStoreError(
+            f"{manifest_path}: 'data_dir' must name a data-<id> folder, got {data_name!r}"
+        )
+    if not isinstance(files, dict) or not files:
+        raise IndexStoreError(f"{manifest_path}: 'files' must list the checksum of every data file")
+    data_dir = target / data_name
     if not data_dir.is_dir():
         raise IndexStoreError(f"{data_dir}: data folder named by the manifest is missing")
-    for name, expected in manifest.get("files", {}).items():
+    for name, expected in files.items():
         path = data_dir / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise IndexStoreError(f"{manifest_path}: file {name!r} lies outside the data folder")
         if not path.is_file():
             raise IndexStoreError(f"{path}: missing file listed in the manifest")
         if verify and _sha256(path) != expected:

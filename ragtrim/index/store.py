@@ -1,18 +1,23 @@
 """The hybrid index: chunks, BM25, FAISS vectors and per-sentence vectors, kept row-aligned.
 
-Upserts are all-or-nothing: chunking and embedding happen first, and only when everything
-succeeded are old rows tombstoned and new rows appended. Every change bumps ``fingerprint``,
-which the retrieval cache keys on, so a changed index never serves stale results.
+Upserts are all-or-nothing: chunking, embedding, tokenisation and every check happen first,
+and only when everything succeeded are old rows tombstoned and new rows appended. Every change
+bumps ``fingerprint``, which the retrieval cache keys on, so a changed index never serves stale
+results. The fingerprint also covers what the rows were built with (index config, embedding
+model, chunk boundaries), so two pipelines that chunk or embed the same documents differently
+never share cached results.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 import json
 import logging
+import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -75,6 +80,57 @@ class _DocRecord:
     alive: bool = True
 
 
+def json_safe_metadata(doc_id: str, metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Metadata as plain JSON values, so the index can be saved and cached results serialised.
+
+    ``date``/``datetime``/``time`` values become ISO-8601 strings, which the filter language
+    compares as dates exactly like the objects; tuples become lists. Anything else that JSON
+    cannot hold (sets, bytes, objects) is an error naming the document and the key path.
+    """
+
+    def convert(value: Any, path: str) -> Any:
+        if isinstance(value, np.generic):
+            value = value.item()
+        if value is None or isinstance(value, (str, bool, int)):
+            return value
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise InputError(f"document {doc_id!r}: metadata {path} is {value!r}; use null")
+            return value
+        if isinstance(value, (datetime, date, time)):
+            return value.isoformat()
+        if isinstance(value, Mapping):
+            out = {}
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise InputError(
+                        f"document {doc_id!r}: metadata {path} has a non-string key {key!r}"
+                    )
+                out[key] = convert(item, f"{path}.{key}")
+            return out
+        if isinstance(value, (list, tuple)):
+            return [convert(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        raise InputError(
+            f"document {doc_id!r}: metadata {path} is a {type(value).__name__}; metadata values "
+            "must be JSON values (string, number, bool, null, list, mapping) or dates"
+        )
+
+    return {key: convert(value, key) for key, value in metadata.items()}
+
+
+def _json_safe(doc: Document) -> Document:
+    safe = json_safe_metadata(doc.id, doc.metadata)
+    return doc if safe == doc.metadata else doc.model_copy(update={"metadata": safe})
+
+
+def _chunks_digest(chunks: Sequence[Chunk]) -> str:
+    """Chunk boundaries and token counts: they differ whenever the chunker config does."""
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(f"{chunk.id}|{chunk.token_count}|{len(chunk.sentences)};".encode())
+    return digest.hexdigest()
+
+
 class HybridIndex:
     def __init__(self, config: IndexConfig | None = None, *, dimension: int | None = None) -> None:
         self.config = config or IndexConfig()
@@ -98,9 +154,7 @@ class HybridIndex:
 
     def _new_dense(self, dimension: int) -> DenseIndex:
         cfg = self.config
-        return DenseIndex(
-            dimension, cfg.dense_index, cfg.hnsw_threshold, cfg.hnsw_m, cfg.ef_search
-        )
+        return DenseIndex(dimension, cfg.dense_index, cfg.hnsw_threshold, cfg.hnsw_m, cfg.ef_search)
 
     # ------------------------------------------------------------------ ingestion
     def indexed_text(self, chunk: Chunk) -> str:
@@ -122,7 +176,9 @@ class HybridIndex:
         duplicates = sorted(i for i, n in Counter(d.id for d in docs).items() if n > 1)
         if duplicates:
             shown = ", ".join(repr(d) for d in duplicates[:10])
-            raise InputError(f"duplicate document ids in one batch: {shown}")
+            more = f" and {len(duplicates) - 10} more" if len(duplicates) > 10 else ""
+            raise InputError(f"duplicate document ids in one batch: {shown}{more}")
+        docs = [_json_safe(doc) for doc in docs]
 
         changed: list[Document] = []
         to_remove: list[str] = []
@@ -143,17 +199,20 @@ class HybridIndex:
 
         new_chunks: list[Chunk] = []
         owners: list[int] = []
+        digests: list[str] = []
         for i, doc in enumerate(changed):
             pieces = chunk(doc)
             new_chunks.extend(pieces)
             owners.extend([i] * len(pieces))
+            digests.append(f"{doc.id}|{doc.fingerprint()}|{_chunks_digest(pieces)}")
             if progress:
                 progress("chunking", i + 1, len(changed))
         stats.chunks = len(new_chunks)
         stats.tokens = sum(c.token_count for c in new_chunks)
 
+        indexed = [self.indexed_text(c) for c in new_chunks]
         calls_before = (embedder.hits, embedder.misses, embedder.model_calls)
-        vectors = self._embed(embedder, [self.indexed_text(c) for c in new_chunks], "embedding", progress)
+        vectors = self._embed(embedder, indexed, "embedding", progress)
         sentence_texts = (
             [c.text[a:b] for c in new_chunks for a, b in c.sentences]
             if self.config.embed_sentences
@@ -164,21 +223,48 @@ class HybridIndex:
         stats.embedding_hits = embedder.hits - calls_before[0]
         stats.embedding_misses = embedder.misses - calls_before[1]
         stats.model_calls = embedder.model_calls - calls_before[2]
-        token_lists = self.tokenizer.tokenize_many([self.indexed_text(c) for c in new_chunks])
+        self._check_vectors(embedder, vectors, len(new_chunks), "chunk")
+        self._check_vectors(embedder, sentence_vectors, len(sentence_texts), "sentence")
+        token_lists = self.tokenizer.tokenize_many(indexed)
+        del indexed
 
         # every fallible step is done: mutate
         stats.removed = self._tombstone(to_remove)
         if progress:
             progress("indexing", 0, 1)
         self._append(changed, new_chunks, owners, token_lists, vectors, sentence_vectors)
+        self._maybe_compact()
+        if self.dense is not None:
+            self.dense.build()
         if progress:
             progress("indexing", 1, 1)
         if changed or to_remove:
-            self._bump("upsert", [d.fingerprint() for d in changed] + to_remove)
-        self._maybe_compact()
+            identity = [self.config.model_dump_json(), str(getattr(embedder, "fingerprint", ""))]
+            self._bump("upsert", identity + digests + sorted(to_remove))
         return stats
 
-    def _embed(self, embedder: Any, texts: list[str], task: str, progress: Progress | None) -> np.ndarray:
+    def _check_vectors(self, embedder: Any, vectors: np.ndarray, rows: int, what: str) -> None:
+        """Reject vectors the dense index would refuse, before anything is mutated."""
+        if not rows:
+            return
+        name = getattr(embedder, "fingerprint", type(embedder).__name__)
+        if vectors.ndim != 2 or vectors.shape[0] != rows:
+            raise InputError(
+                f"embedder {name!r} returned {what} vectors of shape {vectors.shape} "
+                f"for {rows} texts"
+            )
+        if self.dense is not None and vectors.shape[1] != self.dense.dimension:
+            raise InputError(
+                f"embedder {name!r} returns {vectors.shape[1]}-dimensional vectors but this "
+                f"index holds {self.dense.dimension}-dimensional ones; re-ingest everything "
+                "with one model"
+            )
+        if not np.isfinite(vectors).all():
+            raise InputError(f"embedder {name!r} returned NaN or infinite {what} vectors")
+
+    def _embed(
+        self, embedder: Any, texts: list[str], task: str, progress: Progress | None
+    ) -> np.ndarray:
         dimension = self.dense.dimension if self.dense else None
         blocks = []
         for start in range(0, len(texts), _EMBED_BLOCK):
@@ -223,14 +309,18 @@ class HybridIndex:
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         """Remove documents (and all their chunks); returns how many were present."""
-        removed = self._tombstone(list(doc_ids))
+        if isinstance(doc_ids, str):
+            raise InputError(f"delete: expected a list of document ids, got the string {doc_ids!r}")
+        ids = list(doc_ids)
+        removed = self._tombstone(ids)
         if removed:
-            self._bump("delete", sorted(doc_ids))
+            self._bump("delete", sorted(set(ids)))
             self._maybe_compact()
         return removed
 
     def _tombstone(self, doc_ids: list[str]) -> int:
-        rows = [self._doc_row[d] for d in doc_ids if d in self._doc_row and self.documents[self._doc_row[d]].alive]
+        present = (self._doc_row.get(d) for d in doc_ids)
+        rows = sorted({r for r in present if r is not None and self.documents[r].alive})
         if not rows:
             return 0
         dead = np.isin(self.chunk_doc_rows, rows) & self.alive
@@ -261,13 +351,19 @@ class HybridIndex:
         live_docs = [i for i, d in enumerate(self.documents) if d.alive]
         doc_map = {old: new for new, old in enumerate(live_docs)}
         chunks = [self.chunks[i] for i in keep]
-        sentence_rows = [np.arange(self.sentence_offsets[i], self.sentence_offsets[i + 1]) for i in keep]
+        sentence_rows = [
+            np.arange(self.sentence_offsets[i], self.sentence_offsets[i + 1]) for i in keep
+        ]
         counts = np.asarray([len(r) for r in sentence_rows], dtype=np.int64)
         self.sentence_vectors = (
-            self.sentence_vectors[np.concatenate(sentence_rows)] if counts.sum() else self.sentence_vectors[:0]
+            self.sentence_vectors[np.concatenate(sentence_rows)]
+            if counts.sum()
+            else self.sentence_vectors[:0]
         )
         self.sentence_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self.chunk_doc_rows = np.asarray([doc_map[int(r)] for r in self.chunk_doc_rows[keep]], dtype=np.int64)
+        self.chunk_doc_rows = np.asarray(
+            [doc_map[int(r)] for r in self.chunk_doc_rows[keep]], dtype=np.int64
+        )
         self.documents = [self.documents[i] for i in live_docs]
         self._doc_row = {d.id: i for i, d in enumerate(self.documents)}
         self.chunks = chunks
@@ -275,9 +371,7 @@ class HybridIndex:
         self.alive = np.ones(len(chunks), dtype=bool)
         if self.dense is not None:
             self.dense.compact()
-        self.bm25 = self._new_bm25()
-        if chunks:
-            self.bm25.add(self.tokenizer.tokenize_many([self.indexed_text(c) for c in chunks]))
+        self.bm25.compact()
         self._last_bm25 = None
 
     # ------------------------------------------------------------------ reading
@@ -304,12 +398,16 @@ class HybridIndex:
         row = self._chunk_row.get(chunk_id)
         return self.chunks[row] if row is not None and self.alive[row] else None
 
-    def chunk_vector(self, chunk_id: str) -> np.ndarray | None:
+    def _live_row(self, chunk_id: str) -> int | None:
         row = self._chunk_row.get(chunk_id)
+        return row if row is not None and self.alive[row] else None
+
+    def chunk_vector(self, chunk_id: str) -> np.ndarray | None:
+        row = self._live_row(chunk_id)
         return None if row is None or self.dense is None else self.dense.vectors[row]
 
     def sentence_vectors_of(self, chunk_id: str) -> np.ndarray | None:
-        row = self._chunk_row.get(chunk_id)
+        row = self._live_row(chunk_id)
         if row is None:
             return None
         start, end = self.sentence_offsets[row], self.sentence_offsets[row + 1]
@@ -320,17 +418,26 @@ class HybridIndex:
             self._last_bm25 = (query, self.bm25.scores(self.tokenizer.tokenize(query)))
         return self._last_bm25[1]
 
-    def bm25_search(self, query: str, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def bm25_search(
+        self, query: str, k: int, mask: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         allowed = self.alive if mask is None else (mask & self.alive)
         return self.bm25.search(self.tokenizer.tokenize(query), k, allowed)
 
     def bm25_scores_for(self, query: str, rows: np.ndarray) -> np.ndarray:
         return self._bm25_all(query)[rows]
 
-    def dense_search(self, vector: np.ndarray, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def dense_search(
+        self, vector: np.ndarray, k: int, mask: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k rows by inner product; equal scores in row order, whichever search path ran
+        (FAISS orders ties arbitrarily, so results would change when a filter or a tombstone
+        switches the search to the masked path)."""
         if self.dense is None:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        return self.dense.search(vector, k, mask)
+        rows, scores = self.dense.search(vector, k, mask)
+        order = np.lexsort((rows, -scores))
+        return rows[order], scores[order]
 
     def dense_scores_for(self, vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
         if self.dense is None:
@@ -367,14 +474,22 @@ class HybridIndex:
                 "chunks": len(self),
                 "rows": len(self.chunks),
                 "sentences": int(self.sentence_offsets[-1]),
-                "tokens": int(sum(c.token_count for c, a in zip(self.chunks, self.alive) if a)),
+                "tokens": sum(
+                    c.token_count for c, a in zip(self.chunks, self.alive, strict=True) if a
+                ),
             },
         }
 
     @classmethod
     def read_files(cls, directory: Path, entry: Mapping[str, Any]) -> HybridIndex:
-        config = IndexConfig.model_validate(entry["index_config"])
-        dimension = entry.get("dimension")
+        try:
+            config = IndexConfig.model_validate(entry["index_config"])
+            dimension = entry.get("dimension")
+            fingerprint = str(entry["fingerprint"])
+        except (KeyError, ValueError) as exc:
+            raise IndexStoreError(
+                f"{directory}: manifest lacks a valid index entry: {exc}"
+            ) from None
         index = cls(config, dimension=dimension)
         try:
             with (directory / "chunks.jsonl").open(encoding="utf-8") as handle:
@@ -387,9 +502,7 @@ class HybridIndex:
             index.sentence_offsets = np.load(directory / "sentence_offsets.npy", allow_pickle=False)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise IndexStoreError(f"{directory}: cannot read index files: {exc}") from None
-        n = len(index.chunks)
-        if not (len(index.alive) == len(index.chunk_doc_rows) == n and len(index.sentence_offsets) == n + 1):
-            raise IndexStoreError(f"{directory}: chunk arrays disagree on the number of rows ({n})")
+        index._check_loaded(directory)
         index.bm25 = BM25Index.load(directory / "bm25")
         if dimension:
             index.dense = DenseIndex.load(
@@ -400,7 +513,34 @@ class HybridIndex:
                 hnsw_m=config.hnsw_m,
                 ef_search=config.ef_search,
             )
-        index._doc_row = {d.id: i for i, d in enumerate(index.documents)}
-        index._chunk_row = {c.id: i for i, c in enumerate(index.chunks)}
-        index.fingerprint = entry["fingerprint"]
+        n = len(index.chunks)
+        parts = {"bm25": len(index.bm25), "dense": len(index.dense) if index.dense else n}
+        if any(rows != n for rows in parts.values()):
+            raise IndexStoreError(f"{directory}: {n} chunks but {parts} index rows")
+        index._doc_row = {d.id: i for i, d in enumerate(index.documents) if d.alive}
+        index._chunk_row = {c.id: i for i, c in enumerate(index.chunks) if index.alive[i]}
+        index.fingerprint = fingerprint
+        if index.dense is not None:
+            index.dense.build()
         return index
+
+    def _check_loaded(self, directory: Path) -> None:
+        """The row-aligned arrays must agree, or queries would return the wrong chunks."""
+        n = len(self.chunks)
+        offsets = self.sentence_offsets
+        problems = []
+        if not len(self.alive) == len(self.chunk_doc_rows) == n or len(offsets) != n + 1:
+            problems.append(f"chunk arrays disagree on the number of rows ({n})")
+        elif n and (
+            self.chunk_doc_rows.min() < 0 or self.chunk_doc_rows.max() >= len(self.documents)
+        ):
+            problems.append("chunk document rows point outside documents.jsonl")
+        elif (
+            offsets[0] != 0
+            or np.any(np.diff(offsets) < 0)
+            or offsets[-1] != len(self.sentence_vectors)
+        ):
+            problems.append("sentence offsets do not match sentence_vectors.npy")
+        if problems:
+            raise IndexStoreError(f"{directory}: {problems[0]}")
+        self.alive = self.alive.astype(bool)

@@ -85,7 +85,7 @@ class ContextPacker(Stage):
         reserved_output_tokens: int = Field(0, ge=0)
         granularity: Literal["sentence", "chunk"] = "sentence"
         selection: Literal["greedy", "knapsack"] = "greedy"
-        relative_threshold: float = Field(0.6, ge=0, le=1)
+        relative_threshold: float = Field(0.45, ge=0, le=1)
         score_gap: float | None = Field(None, gt=0, le=1)
         max_units: int | None = Field(None, ge=1)
         redundancy_penalty: float = Field(0.5, ge=0, le=1)
@@ -135,6 +135,8 @@ class ContextPacker(Stage):
     def effective_budget(self, override: int | None = None) -> int | None:
         cfg = self.config
         budget = cfg.budget if override is None else override
+        if override is not None and (isinstance(override, bool) or not isinstance(override, int)):
+            raise BudgetError(f"budget must be a whole number of tokens, got {override!r}")
         if override is not None and override <= 0:
             raise BudgetError(f"budget must be a positive number of tokens, got {override}")
         if cfg.context_window is not None:
