@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import logging
 import sqlite3
 import threading
@@ -108,8 +109,29 @@ class RetrievalCache:
         self._store.close()
 
 
+_ANCHOR = re.compile(r"[`\"“”']([^`\"“”']{1,80})[`\"“”']|(\S*\d\S*)")
+
+
+def query_anchors(query: str) -> str:
+    """The parts of a query that a paraphrase must repeat exactly: tokens with digits (versions,
+    years, ports, amounts) and quoted or backticked terms.
+
+    Embedding cosine cannot tell "When was Relay 3.3 released?" from "... 3.1 ...": they score
+    0.99. Keying the semantic cache on these anchors makes such pairs different buckets.
+    """
+    anchors = set()
+    for quoted, with_digit in _ANCHOR.findall(normalise_query(query)):
+        anchors.add((quoted or with_digit).strip(".,;:!?()[]{}"))
+    return "\x1f".join(sorted(a for a in anchors if a))
+
+
+def semantic_bucket(bucket: str, query: str) -> str:
+    return f"{bucket}|{query_anchors(query)}"
+
+
 class SemanticCache:
-    """Nearest earlier query within one bucket (same filters, profile, configs and index)."""
+    """Nearest earlier query within one bucket (same filters, profile, configs, index and
+    query anchors, see ``query_anchors``)."""
 
     def __init__(
         self,

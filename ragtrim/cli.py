@@ -221,15 +221,21 @@ def tune(
     target: Annotated[
         float, typer.Option("--target", help="keep quality >= target x the best observed")
     ] = 0.95,
+    search: Annotated[
+        Path | None,
+        typer.Option("--search", help="YAML mapping of 'slot.param' to a list of values (default: built-in grid)"),
+    ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="at most this many queries")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
     """Find the cheapest profile per task type that keeps quality, and write it into a config."""
-    from ragtrim.bench.tune import tune_profiles
+    from ragtrim.bench.tune import load_search, tune_profiles
 
+    grid = load_search(search) if search else None
     with _progress() as progress:
         summary = tune_profiles(
-            dataset, out, config=config, target=target, limit=limit, seed=seed, progress=progress
+            dataset, out, config=config, target=target, search=grid, limit=limit, seed=seed,
+            progress=progress,
         )
     typer.echo(summary)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ragtrim import __version__
-from ragtrim.cache import RetrievalCache, SemanticCache, cache_key, normalise_query
+from ragtrim.cache import RetrievalCache, SemanticCache, cache_key, normalise_query, semantic_bucket
 from ragtrim.cachedir import default_cache_dir
 from ragtrim.chunking.chunkers import StructureChunker
 from ragtrim.config import QUERY_SLOTS, SLOTS, PipelineConfig, StageSpec, dump_config, load_config
@@ -214,7 +214,7 @@ class Pipeline:
         if cache is not None:
             hit = cache.get(key)
             if hit is None and semantic is not None:
-                near = semantic.lookup(bucket, ctx.query_vector())
+                near = semantic.lookup(semantic_bucket(bucket, ctx.query), ctx.query_vector())
                 if near is not None:
                     hit = cache.get(near[0])
                     if hit is not None:
@@ -235,7 +235,7 @@ class Pipeline:
         if cache is not None:
             cache.set(key, candidates, {"naive": naive})
             if semantic is not None:
-                semantic.add(bucket, ctx.query_vector(), key)
+                semantic.add(semantic_bucket(bucket, ctx.query), ctx.query_vector(), key)
         return candidates, naive
 
     def _cache_counters(self) -> dict[str, int]:

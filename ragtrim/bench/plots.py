@@ -11,8 +11,12 @@ from ragtrim.errors import missing_extra
 
 
 def _family(name: str) -> str:
+    """Curves: each naive retriever over k, and ragtrim over its cutoff sweep; any other named
+    system is its own family (a single marker)."""
     match = re.match(r"naive-(\w+)-top\d+", name)
-    return f"naive {match.group(1)} top-k" if match else "ragtrim"
+    if match:
+        return f"naive {match.group(1)} top-k"
+    return "ragtrim (cutoff sweep)" if name == "ragtrim" or name.startswith("ragtrim[") else name
 
 
 def plot_tokens_vs_quality(
@@ -38,7 +42,7 @@ def plot_tokens_vs_quality(
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
     for family, points in sorted(families.items()):
         points.sort()
-        style = "o-" if family.startswith("naive") else "s--"
+        style = "o-" if family.startswith("naive") else ("s--" if family.startswith("ragtrim (") else "D")
         ax.plot(
             [p[0] for p in points],
             [p[1] for p in points],

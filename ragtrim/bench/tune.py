@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from ragtrim.bench.datasets import Dataset, load_dataset
 from ragtrim.bench.engine import (
@@ -28,6 +29,7 @@ from ragtrim.bench.engine import (
     primary_metric,
 )
 from ragtrim.config import dump_config
+from ragtrim.errors import ConfigError
 from ragtrim.pipeline import Pipeline
 
 #: what tuning searches: budget caps, how deep to retrieve, how strict the cutoff, unit size
@@ -37,6 +39,17 @@ DEFAULT_SEARCH = {
     "packer.granularity": ["sentence", "chunk"],
     "retriever.top_k": [10, 30],
 }
+
+
+def load_search(path: str | Path) -> dict[str, list[Any]]:
+    """A search grid from YAML: ``{"slot.param": [values], ...}``."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read search grid: {exc}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, list) and v for v in data.values()):
+        raise ConfigError(f"{path}: expected a mapping of 'slot.parameter' to non-empty lists of values")
+    return data
 
 
 def split_halves(dataset: Dataset, seed: int) -> tuple[Dataset, Dataset]:

@@ -258,3 +258,13 @@ def test_two_processes_share_one_cache_folder(tmp_path: Path) -> None:
     assert all(docs for _, docs in shared)
     # and the cache they wrote is healthy and complete for a third user
     assert cache_worker(str(tmp_path), 2, rounds=4)[0] == runs[0][0]
+
+
+def test_query_anchors_keep_numbers_and_quoted_terms():
+    from ragtrim.cache import query_anchors, semantic_bucket
+
+    assert query_anchors("When was Kestrel Relay 3.3 released?") == "3.3"
+    assert query_anchors("what does `relayctl topics list` print") == "relayctl topics list"
+    assert query_anchors("How long is data kept?") == ""
+    assert semantic_bucket("b", "Relay 3.3 release date") != semantic_bucket("b", "Relay 3.1 release date")
+    assert semantic_bucket("b", "When was Relay 3.3 released?") == semantic_bucket("b", "relay 3.3: release date?")

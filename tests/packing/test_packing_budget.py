@@ -1,8 +1,6 @@
 """The packer's promises, as properties: the budget is never exceeded, and the reported counts
 are tiktoken's counts of exactly what was emitted."""
 
-import os
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,7 +17,6 @@ from ragtrim.types import Candidate, Chunk, chunk_id
 EMBEDDER = HashingEmbedder()
 WORDS = ["relay", "broker", "retention", "partition", "7 days", "4 MiB", "offset", "日本語", "😀", "policy",
          "per-diem", "£50", "TLS", "the", "a", "of", "is", "3.4", "e.g.", "Dr.", "U.S.", "\n", "\n\n"]
-CASES = int(os.environ.get("RAGTRIM_BUDGET_CASES", "300"))
 
 
 def _candidate(doc: str, text: str, score: float, counter) -> Candidate:
@@ -38,20 +35,7 @@ templates = st.sampled_from([
 ])
 
 
-@settings(max_examples=CASES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.lists(st.tuples(texts, st.floats(-5, 5)), min_size=0, max_size=12),
-    st.integers(1, 1500),
-    templates,
-    st.sampled_from(["o200k_base", "cl100k_base"]),
-    st.sampled_from(["sentence", "chunk"]),
-    st.sampled_from(["greedy", "knapsack"]),
-    st.sampled_from(["prompt", "context"]),
-    st.floats(0, 1),
-    st.sampled_from(["truncate", "drop"]),
-    st.text(min_size=1, max_size=40).filter(str.strip),
-)
-def test_budget_is_never_exceeded_and_counts_are_exact(
+def _check_budget(
     items, budget, template, encoding, granularity, selection, scope, threshold, overlong, question
 ):
     counter = get_counter(encoding)
@@ -74,6 +58,33 @@ def test_budget_is_never_exceeded_and_counts_are_exact(
     assert result.context in result.prompt
     for passage in result.passages:
         assert f"[{passage.number}]" in result.context
+
+
+PACKINGS = (
+    st.lists(st.tuples(texts, st.floats(-5, 5)), min_size=0, max_size=12),
+    st.integers(1, 1500),
+    templates,
+    st.sampled_from(["o200k_base", "cl100k_base"]),
+    st.sampled_from(["sentence", "chunk"]),
+    st.sampled_from(["greedy", "knapsack"]),
+    st.sampled_from(["prompt", "context"]),
+    st.floats(0, 1),
+    st.sampled_from(["truncate", "drop"]),
+    st.text(min_size=1, max_size=40).filter(str.strip),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(*PACKINGS)
+def test_budget_is_never_exceeded_and_counts_are_exact(items, budget, template, encoding, granularity, selection, scope, threshold, overlong, question):
+    _check_budget(items, budget, template, encoding, granularity, selection, scope, threshold, overlong, question)
+
+
+@pytest.mark.slow
+@settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(*PACKINGS)
+def test_budget_is_never_exceeded_10000_cases(items, budget, template, encoding, granularity, selection, scope, threshold, overlong, question):
+    _check_budget(items, budget, template, encoding, granularity, selection, scope, threshold, overlong, question)
 
 
 def test_budget_smaller_than_template_names_both_numbers():
