@@ -43,7 +43,10 @@ class CacheSettings(_Strict):
     embeddings: bool = True
     retrieval: bool = True
     retrieval_ttl_seconds: float | None = Field(None, gt=0)
+    #: cross-encoder scores, keyed by (model, query, passage text)
+    rerank_scores: bool = True
     semantic: bool = False
+    #: measured on the bundled paraphrase set: benchmarks/results/semantic_cache_kestrel.md
     semantic_threshold: float = Field(0.95, gt=0, le=1)
     semantic_ttl_seconds: float | None = Field(None, gt=0)
     semantic_exclude_task_types: list[str] = Field(default_factory=list)

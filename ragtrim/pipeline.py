@@ -16,6 +16,7 @@ from ragtrim import __version__
 from ragtrim.cache import RetrievalCache, SemanticCache, cache_key, normalise_query, semantic_bucket
 from ragtrim.cachedir import default_cache_dir
 from ragtrim.chunking.chunkers import StructureChunker
+from ragtrim.diskcache_util import open_diskcache
 from ragtrim.config import QUERY_SLOTS, SLOTS, PipelineConfig, StageSpec, dump_config, load_config
 from ragtrim.dedup.deduplicator import Deduplicator
 from ragtrim.embedding.cache import CachedEmbedder, EmbeddingCache
@@ -27,6 +28,7 @@ from ragtrim.index.store import HybridIndex, IngestStats, Progress
 from ragtrim.packing.packer import ContextPacker
 from ragtrim.packing.pricing import savings
 from ragtrim.query import QueryContext
+from ragtrim.reranking.cross_encoder import CrossEncoderReranker  # noqa: F401  (registers the stage)
 from ragtrim.reranking.embedding import EmbeddingReranker
 from ragtrim.retrieval.hybrid import HybridRetriever
 from ragtrim.stage import Stage
@@ -85,6 +87,16 @@ class Pipeline:
             if config.cache.semantic
             else None
         )
+        self._bind_score_caches()
+
+    def _bind_score_caches(self) -> None:
+        """Give stages that cache model scores (the cross-encoder) one shared diskcache."""
+        wanting = [s for stages in (self.stages, *self._profiles.values()) for s in stages.values()
+                   if s is not None and hasattr(s, "use_cache")]
+        if wanting and self.config.cache.rerank_scores:
+            scores = open_diskcache(self.cache_dir / "rerank", label="rerank score cache")
+            for stage in wanting:
+                stage.use_cache(scores)  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ construction
     @classmethod

@@ -46,7 +46,7 @@ METRICS = (
     "recall@100",
 )
 #: without a sweep file: the configured pipeline plus a spread of cutoffs, for a curve
-DEFAULT_GRID = {"packer.relative_threshold": [0.7, 0.6, 0.45, 0.4, 0.35, 0.3]}
+DEFAULT_GRID = {"packer.relative_threshold": [0.7, 0.6, 0.55, 0.5, 0.45, 0.4, 0.35, 0.3]}
 HEADLINE_BASELINE = "naive-hybrid-top5"
 
 

@@ -25,6 +25,7 @@ from ragtrim.embedding.models import (
 )
 from ragtrim.errors import ConfigError, missing_extra
 from ragtrim.query import QueryContext, StageOutput
+from ragtrim.reranking.ordering import rank_tail_below
 from ragtrim.stage import Stage, StageConfig
 from ragtrim.types import Candidate
 
@@ -227,11 +228,7 @@ class CrossEncoderReranker(Stage):
                 f"cross-encoder's {limit}-token limit and were scored truncated: "
                 f"{', '.join(over_length[:5])}{' ...' if len(over_length) > 5 else ''}"
             )
-        if tail:
-            notes.append(
-                f"{len(tail)} candidates below rerank depth {cfg.depth} kept their order and "
-                "their previous (retriever-scale) scores after the reranked ones"
-            )
+        notes += rank_tail_below(reranked, tail)
         stats = {
             "reranked": len(head),
             "scored": len(texts) - hits,

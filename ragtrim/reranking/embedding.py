@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import Field
 
 from ragtrim.query import QueryContext, StageOutput
+from ragtrim.reranking.ordering import rank_tail_below
 from ragtrim.scoring import cosine_to_query, lexical_coverage, minmax
 from ragtrim.stage import Stage, StageConfig
 from ragtrim.types import Candidate
@@ -47,18 +48,12 @@ class EmbeddingReranker(Stage):
             sentence_sim[i] = best.mean()
         lexical = lexical_coverage(ctx.query, [c.chunk.text for c in head])
         retrieval = minmax(np.array([c.score for c in head]))
-        weights = (cfg.sentence_weight, cfg.chunk_weight, cfg.lexical_weight, cfg.retrieval_weight)
-        scores = (
-            weights[0] * sentence_sim + weights[1] * chunk_sim + weights[2] * lexical + weights[3] * retrieval
-        ) / (sum(weights) or 1.0)
-        for candidate, score in zip(head, scores):
+        weights = np.array([cfg.sentence_weight, cfg.chunk_weight, cfg.lexical_weight, cfg.retrieval_weight])
+        features = np.vstack([sentence_sim, chunk_sim, lexical, retrieval])
+        scores = weights @ features / (weights.sum() or 1.0)
+        for candidate, score in zip(head, scores, strict=True):
             candidate.scores["rerank"] = float(score)
             candidate.score = float(score)
-        order = sorted(range(len(head)), key=lambda i: (-scores[i], i))
-        # the tail keeps its order, strictly below every reranked score, so that ``score``
-        # stays one consistent ordering for the stages after this one
-        floor = float(scores.min())
-        for rank, candidate in enumerate(tail, start=1):
-            candidate.score = floor - rank * 1e-6
-        notes = [f"{len(tail)} candidates below rerank depth {cfg.depth} kept their order"] if tail else []
-        return StageOutput([head[i] for i in order] + tail, notes=notes, stats={"reranked": len(head)})
+        reranked = [head[i] for i in sorted(range(len(head)), key=lambda i: (-scores[i], i))]
+        notes = rank_tail_below(reranked, tail)
+        return StageOutput(reranked + tail, notes=notes, stats={"reranked": len(head)})

@@ -1,0 +1,83 @@
+"""Regenerate the headline tables of benchmarks/README.md from the committed results files.
+
+    python benchmarks/summarize.py
+
+Rewrites the text between the ``<!-- headline:start -->`` / ``<!-- headline:end -->`` and
+``<!-- tuning:start -->`` / ``<!-- tuning:end -->`` markers, so every number there comes from a
+results file that one documented command produced.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+DATASETS = ["kestrel", "squad2-dev-half", "covid-qa", "pubmedqa-l", "scifact"]
+
+
+def _headline_rows() -> list[str]:
+    rows = [
+        "| data set | queries | quality metric | naive hybrid top-5: tokens / quality | ragtrim default: tokens / quality "
+        "| cheapest ragtrim at >= top-5 quality | token ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in DATASETS:
+        path = RESULTS / name / "results.json"
+        if not path.exists():
+            rows.append(f"| {name} | not run | | | | | |")
+            continue
+        result = json.loads(path.read_text(encoding="utf-8"))
+        metric, summary, head = result["metric"], result["summary"], result["headline"]
+        base, default = summary["naive-hybrid-top5"], summary["ragtrim"]
+        cheapest = (
+            f"{head['system']}: {head['context_tokens']:.0f} / {head['quality']:.3f}"
+            if head.get("reached")
+            else f"not reached (best {head.get('best_ragtrim_quality', float('nan')):.3f})"
+        )
+        ratio = f"**{head['token_ratio']:.2f}x**" if head.get("reached") else "—"
+        rows.append(
+            f"| [{name}](results/{name}/results.md) | {result['dataset']['queries']} | {metric.replace('_', ' ')} "
+            f"| {base['context_tokens']:.0f} / {base[metric]['mean']:.3f} "
+            f"| {default['context_tokens']:.0f} / {default[metric]['mean']:.3f} | {cheapest} | {ratio} |"
+        )
+    return rows
+
+
+def _tuning_rows() -> list[str]:
+    rows = [
+        "| data set | half | default: prompt tokens / quality | tuned: prompt tokens / quality | token reduction "
+        "| quality ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for path in sorted((RESULTS / "tuning").glob("*.report.json")):
+        report = json.loads(path.read_text(encoding="utf-8"))
+        metric = report["metric"]
+        for half in ("tune_half", "test_half"):
+            r = report[half]
+            rows.append(
+                f"| {report['dataset']} | {half.split('_')[0]} | {r['default']['prompt_tokens']:.0f} / "
+                f"{r['default'][metric]:.3f} | {r['tuned']['prompt_tokens']:.0f} / {r['tuned'][metric]:.3f} "
+                f"| {r['token_reduction']:.2f}x | {r['quality_ratio']:.3f} |"
+            )
+    return rows
+
+
+def _replace(text: str, marker: str, rows: list[str]) -> str:
+    pattern = re.compile(rf"(<!-- {marker}:start -->\n).*?(<!-- {marker}:end -->)", re.S)
+    return pattern.sub(lambda m: m.group(1) + "\n".join(rows) + "\n" + m.group(2), text)
+
+
+def main() -> None:
+    readme = HERE / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    text = _replace(text, "headline", _headline_rows())
+    text = _replace(text, "tuning", _tuning_rows())
+    readme.write_text(text, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
