@@ -15,8 +15,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import re
 import logging
+import re
 import sqlite3
 import threading
 import time

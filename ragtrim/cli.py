@@ -223,7 +223,10 @@ def tune(
     ] = 0.95,
     search: Annotated[
         Path | None,
-        typer.Option("--search", help="YAML mapping of 'slot.param' to a list of values (default: built-in grid)"),
+        typer.Option(
+            "--search",
+            help="YAML mapping of 'slot.param' to a list of values (default: built-in grid)",
+        ),
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="at most this many queries")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -234,7 +237,13 @@ def tune(
     grid = load_search(search) if search else None
     with _progress() as progress:
         summary = tune_profiles(
-            dataset, out, config=config, target=target, search=grid, limit=limit, seed=seed,
+            dataset,
+            out,
+            config=config,
+            target=target,
+            search=grid,
+            limit=limit,
+            seed=seed,
             progress=progress,
         )
     typer.echo(summary)

@@ -16,9 +16,9 @@ from ragtrim import __version__
 from ragtrim.cache import RetrievalCache, SemanticCache, cache_key, normalise_query, semantic_bucket
 from ragtrim.cachedir import default_cache_dir
 from ragtrim.chunking.chunkers import StructureChunker
-from ragtrim.diskcache_util import open_diskcache
 from ragtrim.config import QUERY_SLOTS, SLOTS, PipelineConfig, StageSpec, dump_config, load_config
 from ragtrim.dedup.deduplicator import Deduplicator
+from ragtrim.diskcache_util import open_diskcache
 from ragtrim.embedding.cache import CachedEmbedder, EmbeddingCache
 from ragtrim.embedding.models import SentenceTransformerEmbedder
 from ragtrim.errors import ConfigError, IndexStoreError, InputError
@@ -61,29 +61,47 @@ class Pipeline:
         embedder: Any | None = None,
     ) -> None:
         if config is None:
-            config = PipelineConfig(stages={k: StageSpec(**v.to_dict()) for k, v in default_stages().items()})
+            config = PipelineConfig(
+                stages={k: StageSpec(**v.to_dict()) for k, v in default_stages().items()}
+            )
         elif not isinstance(config, PipelineConfig):
             config = load_config(config)
         self.config = config
         self.stages: dict[str, Stage | None] = {
-            slot: None if spec is None else Stage.from_dict(spec.model_dump(), where=f"stages.{slot}")
+            slot: None
+            if spec is None
+            else Stage.from_dict(spec.model_dump(), where=f"stages.{slot}")
             for slot, spec in config.stages.items()
         }
         for slot, stage in self.stages.items():
             if stage is not None and stage.kind != slot:
-                raise ConfigError(f"stages.{slot}: {type(stage).__name__} is a {stage.kind}, not a {slot}")
-        self._profiles = {name: self._build_profile(name, overrides) for name, overrides in config.profiles.items()}
+                raise ConfigError(
+                    f"stages.{slot}: {type(stage).__name__} is a {stage.kind}, not a {slot}"
+                )
+        self._profiles = {
+            name: self._build_profile(name, overrides)
+            for name, overrides in config.profiles.items()
+        }
         tokenizer = config.tokenizer
-        self.counter = counter or TokenCounter(tokenizer.encoding if not tokenizer.model else None,
-                                               model=tokenizer.model)
+        self.counter = counter or TokenCounter(
+            tokenizer.encoding if not tokenizer.model else None, model=tokenizer.model
+        )
         cache_dir = Path(config.cache.directory) if config.cache.directory else default_cache_dir()
         self.cache_dir = cache_dir
         base_embedder = embedder if embedder is not None else self.stages["embedder"]
-        self.embedder = CachedEmbedder(base_embedder, EmbeddingCache(cache_dir) if config.cache.embeddings else None)
+        self.embedder = CachedEmbedder(
+            base_embedder, EmbeddingCache(cache_dir) if config.cache.embeddings else None
+        )
         self.index = HybridIndex(config.index)
-        self._retrieval_cache = RetrievalCache(cache_dir, config.cache.retrieval_ttl_seconds) if config.cache.retrieval else None
+        self._retrieval_cache = (
+            RetrievalCache(cache_dir, config.cache.retrieval_ttl_seconds)
+            if config.cache.retrieval
+            else None
+        )
         self._semantic_cache = (
-            SemanticCache(cache_dir, config.cache.semantic_threshold, config.cache.semantic_ttl_seconds)
+            SemanticCache(
+                cache_dir, config.cache.semantic_threshold, config.cache.semantic_ttl_seconds
+            )
             if config.cache.semantic
             else None
         )
@@ -91,8 +109,12 @@ class Pipeline:
 
     def _bind_score_caches(self) -> None:
         """Give stages that cache model scores (the cross-encoder) one shared diskcache."""
-        wanting = [s for stages in (self.stages, *self._profiles.values()) for s in stages.values()
-                   if s is not None and hasattr(s, "use_cache")]
+        wanting = [
+            s
+            for stages in (self.stages, *self._profiles.values())
+            for s in stages.values()
+            if s is not None and hasattr(s, "use_cache")
+        ]
         if wanting and self.config.cache.rerank_scores:
             scores = open_diskcache(self.cache_dir / "rerank", label="rerank score cache")
             for stage in wanting:
@@ -115,12 +137,16 @@ class Pipeline:
     def save_config(self, path: str | Path) -> None:
         dump_config(self.config, path)
 
-    def _build_profile(self, name: str, overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, Stage | None]:
+    def _build_profile(
+        self, name: str, overrides: Mapping[str, Mapping[str, Any]]
+    ) -> dict[str, Stage | None]:
         stages = dict(self.stages)
         for slot, params in overrides.items():
             stage = stages.get(slot)
             if stage is None:
-                raise ConfigError(f"profiles.{name}.{slot}: that stage is disabled in this pipeline")
+                raise ConfigError(
+                    f"profiles.{name}.{slot}: that stage is disabled in this pipeline"
+                )
             try:
                 stages[slot] = stage.with_params(**params)
             except ConfigError as exc:
@@ -144,7 +170,9 @@ class Pipeline:
     def chunk(self, document: Document) -> list[Chunk]:
         return self.stages["chunker"].run(document, self.counter)  # type: ignore[union-attr]
 
-    def ingest(self, documents: Iterable[Document | Mapping[str, Any]], progress: Progress | None = None) -> IngestStats:
+    def ingest(
+        self, documents: Iterable[Document | Mapping[str, Any]], progress: Progress | None = None
+    ) -> IngestStats:
         """Upsert documents by id: unchanged ones cost nothing, changed ones are re-chunked."""
         docs = [Document.coerce(d, i) for i, d in enumerate(documents)]
         if not docs:
@@ -203,24 +231,44 @@ class Pipeline:
             candidates = self._run_stage(slot, stages[slot], ctx, candidates, report)
         return self._pack(ctx, stages, candidates, naive, report, budget)
 
-    def _run_stage(self, slot: str, stage: Stage | None, ctx: QueryContext, candidates: list[Candidate],
-                   report: Report) -> list[Candidate]:
+    def _run_stage(
+        self,
+        slot: str,
+        stage: Stage | None,
+        ctx: QueryContext,
+        candidates: list[Candidate],
+        report: Report,
+    ) -> list[Candidate]:
         if stage is None:
             return candidates
         started = time.perf_counter()
         out = stage.run(ctx, candidates)  # type: ignore[attr-defined]
-        report.stages.append(StageReport(slot, type(stage).__name__, len(candidates), len(out.candidates),
-                                         (time.perf_counter() - started) * 1000, out.drops, out.notes, out.stats))
+        report.stages.append(
+            StageReport(
+                slot,
+                type(stage).__name__,
+                len(candidates),
+                len(out.candidates),
+                (time.perf_counter() - started) * 1000,
+                out.drops,
+                out.notes,
+                out.stats,
+            )
+        )
         return out.candidates
 
-    def _retrieve(self, ctx: QueryContext, stages: dict[str, Stage | None], report: Report,
-                  profile_name: str) -> tuple[list[Candidate], int]:
+    def _retrieve(
+        self, ctx: QueryContext, stages: dict[str, Stage | None], report: Report, profile_name: str
+    ) -> tuple[list[Candidate], int]:
         cache, semantic = self._retrieval_cache, self._semantic_cache
         if semantic is not None and ctx.task_type in self.config.cache.semantic_exclude_task_types:
             semantic = None
         bucket = cache_key(
-            ctx.filters, profile_name, [s.to_dict() if s else None for s in (stages[k] for k in QUERY_SLOTS)],
-            self.index.fingerprint, __version__,
+            ctx.filters,
+            profile_name,
+            [s.to_dict() if s else None for s in (stages[k] for k in QUERY_SLOTS)],
+            self.index.fingerprint,
+            __version__,
         )
         key = cache_key(normalise_query(ctx.query), bucket)
         if cache is not None:
@@ -252,24 +300,57 @@ class Pipeline:
 
     def _cache_counters(self) -> dict[str, int]:
         counters = {"embedding_hits": self.embedder.hits, "embedding_misses": self.embedder.misses}
-        for name, cache in (("retrieval", self._retrieval_cache), ("semantic", self._semantic_cache)):
+        for name, cache in (
+            ("retrieval", self._retrieval_cache),
+            ("semantic", self._semantic_cache),
+        ):
             if cache is not None:
                 counters[f"{name}_hits"], counters[f"{name}_misses"] = cache.hits, cache.misses
         return counters
 
-    def _pack(self, ctx: QueryContext, stages: dict[str, Stage | None], candidates: list[Candidate], naive: int,
-              report: Report, budget: int | None) -> TrimResult:
+    def _pack(
+        self,
+        ctx: QueryContext,
+        stages: dict[str, Stage | None],
+        candidates: list[Candidate],
+        naive: int,
+        report: Report,
+        budget: int | None,
+    ) -> TrimResult:
         packer: ContextPacker = stages["packer"]  # type: ignore[assignment]
         started = time.perf_counter()
         packed = packer.run(ctx, candidates, budget)
-        report.stages.append(StageReport("packer", type(packer).__name__, len(candidates), len(packed.passages),
-                                         (time.perf_counter() - started) * 1000, packed.drops, packed.notes,
-                                         packed.stats))
+        report.stages.append(
+            StageReport(
+                "packer",
+                type(packer).__name__,
+                len(candidates),
+                len(packed.passages),
+                (time.perf_counter() - started) * 1000,
+                packed.drops,
+                packed.notes,
+                packed.stats,
+            )
+        )
         pricing = self.config.pricing
         report.cost = savings(naive, packed.context_tokens, pricing.model, pricing.prices)
-        tokens = TokenUsage(packed.context_tokens, packed.prompt_tokens, packed.messages_tokens, naive,
-                            packed.budget, packed.static_prefix_tokens)
-        return TrimResult(ctx.query, packed.prompt, packed.messages, packed.context, packed.passages, tokens, report)
+        tokens = TokenUsage(
+            packed.context_tokens,
+            packed.prompt_tokens,
+            packed.messages_tokens,
+            naive,
+            packed.budget,
+            packed.static_prefix_tokens,
+        )
+        return TrimResult(
+            ctx.query,
+            packed.prompt,
+            packed.messages,
+            packed.context,
+            packed.passages,
+            tokens,
+            report,
+        )
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> None:
@@ -284,8 +365,12 @@ class Pipeline:
         write_index_dir(Path(directory), self.index.write_files, manifest)
 
     @classmethod
-    def load(cls, directory: str | Path, config: PipelineConfig | Mapping[str, Any] | str | Path | None = None,
-             **overrides: Any) -> Pipeline:
+    def load(
+        cls,
+        directory: str | Path,
+        config: PipelineConfig | Mapping[str, Any] | str | Path | None = None,
+        **overrides: Any,
+    ) -> Pipeline:
         manifest, data_dir = read_index_dir(Path(directory))
         if config is None:
             config = manifest["config"]
@@ -297,13 +382,21 @@ class Pipeline:
                 f"{directory}: index was built with token encoding {manifest.get('encoding')!r}, "
                 f"the pipeline uses {pipeline.counter.name!r}"
             )
-        if manifest.get("dimension") and manifest.get("embedding_model") != pipeline.embedder.fingerprint:
+        if (
+            manifest.get("dimension")
+            and manifest.get("embedding_model") != pipeline.embedder.fingerprint
+        ):
             raise IndexStoreError(
-                f"{directory}: index was built with embedding model {manifest.get('embedding_model')!r}, "
-                f"the pipeline's embedder is {pipeline.embedder.fingerprint!r}; re-ingest or use the same model"
+                f"{directory}: index was built with embedding model "
+                f"{manifest['config']['stages']['embedder']['init_parameters'].get('model')!r} "
+                f"({manifest.get('embedding_model')}), the pipeline's embedder is "
+                f"{pipeline.config.stages['embedder'].init_parameters.get('model')!r} "
+                f"({pipeline.embedder.fingerprint}); re-ingest or use the same model"
             )
         if pipeline.config.index.model_dump() != manifest["index_config"]:
-            raise IndexStoreError(f"{directory}: index config differs from the pipeline's index config; re-ingest")
+            raise IndexStoreError(
+                f"{directory}: index config differs from the pipeline's index config; re-ingest"
+            )
         pipeline.index = HybridIndex.read_files(data_dir, manifest)
         return pipeline
 

@@ -65,8 +65,15 @@ class QueryContext:
 
     def chunk_vectors(self, chunks: Sequence[Chunk]) -> np.ndarray:
         """One row per chunk: stored vectors where the index has them, embedded otherwise."""
-        return self._vectors(chunks, lambda c: self.index.chunk_vector(c.id) if self.index else None,
-                             lambda c: [c.text])
+        rows = [self.index.chunk_vector(c.id) if self.index is not None else None for c in chunks]
+        missing = [i for i, row in enumerate(rows) if row is None]
+        if missing:
+            fresh = self._require_embedder().embed([chunks[i].text for i in missing])
+            for i, vector in zip(missing, fresh, strict=True):
+                rows[i] = vector
+        if not rows:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.vstack(rows).astype(np.float32, copy=False)
 
     def sentence_vectors(self, chunk: Chunk) -> np.ndarray:
         """One row per sentence span of ``chunk`` (stored at ingestion when configured)."""
@@ -78,17 +85,6 @@ class QueryContext:
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         return self._require_embedder().embed(texts)
-
-    def _vectors(self, chunks: Sequence[Chunk], stored, texts_of) -> np.ndarray:
-        rows: list[np.ndarray | None] = [stored(c) for c in chunks]
-        missing = [i for i, r in enumerate(rows) if r is None]
-        if missing:
-            fresh = self._require_embedder().embed([texts_of(chunks[i])[0] for i in missing])
-            for i, vector in zip(missing, fresh):
-                rows[i] = vector
-        if not rows:
-            return np.zeros((0, 0), dtype=np.float32)
-        return np.vstack(rows).astype(np.float32, copy=False)
 
     def _require_embedder(self) -> Embedder:
         if self.embedder is None:

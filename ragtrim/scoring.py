@@ -29,7 +29,9 @@ def minmax(values: np.ndarray) -> np.ndarray:
     return (values - low) / (high - low) if high > low else np.ones_like(values)
 
 
-def lexical_coverage(query: str, texts: Sequence[str], tokenizer: Tokenizer | None = None) -> np.ndarray:
+def lexical_coverage(
+    query: str, texts: Sequence[str], tokenizer: Tokenizer | None = None
+) -> np.ndarray:
     """Share of the query's IDF mass that each text contains (0..1), IDF over ``texts``.
 
     Coverage rather than BM25: a sentence either mentions a query concept or not, and long

@@ -113,7 +113,9 @@ def load_encoding(name: str) -> Any:
         try:
             return tiktoken.get_encoding(name)
         except Exception as exc:
-            raise TokenizerError(f"cannot load tiktoken encoding {name!r}: {exc}; {remedy}") from exc
+            raise TokenizerError(
+                f"cannot load tiktoken encoding {name!r}: {exc}; {remedy}"
+            ) from exc
     rank_file = find_rank_file(name)
     if rank_file is None:
         raise TokenizerError(f"tiktoken encoding {name!r} is not available offline; {remedy}")
@@ -165,7 +167,9 @@ class TokenCounter:
             self.name = name or getattr(counter, "name_or_path", None) or repr(counter)
             self.encoding_name: str | None = None
         else:
-            self.encoding_name = encoding_for_model(model) if model else encoding or DEFAULT_ENCODING
+            self.encoding_name = (
+                encoding_for_model(model) if model else encoding or DEFAULT_ENCODING
+            )
             self._encoding = load_encoding(self.encoding_name)
             self.name = self.encoding_name
             self._count = self._tiktoken_count

@@ -22,7 +22,9 @@ class HashingEmbedder:
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         for row, text in enumerate(texts):
             for word in re.findall(r"\w+", text.lower()):
-                bucket = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "little")
+                bucket = int.from_bytes(
+                    hashlib.blake2b(word.encode(), digest_size=4).digest(), "little"
+                )
                 out[row, bucket % self.dimension] += 1.0
             norm = np.linalg.norm(out[row])
             out[row] = out[row] / norm if norm else out[row]

@@ -70,10 +70,10 @@ def grid_systems(grid: Mapping[str, Sequence[Any]], prefix: str = "ragtrim") -> 
     systems = []
     for values in itertools.product(*(grid[k] for k in keys)):
         overrides: dict[str, dict[str, Any]] = {}
-        for key, value in zip(keys, values):
+        for key, value in zip(keys, values, strict=True):
             slot, param = key.split(".", 1)
             overrides.setdefault(slot, {})[param] = value
-        label = ",".join(f"{k.split('.', 1)[1]}={v}" for k, v in zip(keys, values))
+        label = ",".join(f"{k.split('.', 1)[1]}={v}" for k, v in zip(keys, values, strict=True))
         systems.append(
             System(f"{prefix}[{label}]" if label else prefix, "ragtrim", overrides=overrides)
         )

@@ -42,7 +42,11 @@ def plot_tokens_vs_quality(
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
     for family, points in sorted(families.items()):
         points.sort()
-        style = "o-" if family.startswith("naive") else ("s--" if family.startswith("ragtrim (") else "D")
+        style = (
+            "o-"
+            if family.startswith("naive")
+            else ("s--" if family.startswith("ragtrim (") else "D")
+        )
         ax.plot(
             [p[0] for p in points],
             [p[1] for p in points],
@@ -53,9 +57,9 @@ def plot_tokens_vs_quality(
         )
     front_points = sorted((summary[n]["context_tokens"], summary[n][metric]["mean"]) for n in front)
     if front_points:
-        ax.plot(*zip(*front_points), color="black", linewidth=1, alpha=0.4, zorder=0)
+        ax.plot(*zip(*front_points, strict=True), color="black", linewidth=1, alpha=0.4, zorder=0)
         ax.scatter(
-            *zip(*front_points),
+            *zip(*front_points, strict=True),
             facecolors="none",
             edgecolors="black",
             s=120,

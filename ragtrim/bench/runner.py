@@ -167,9 +167,11 @@ def _markdown(
     if head:
         if head.get("reached"):
             lines.append(
-                f"**Headline:** {head['system']} reaches {metric} {head['quality']:.3f} (naive hybrid top-5: "
-                f"{head['baseline_quality']:.3f}) with {head['context_tokens']:.0f} context tokens instead of "
-                f"{head['baseline_context_tokens']:.0f}: **{head['token_ratio']:.2f}x fewer tokens**."
+                f"**Headline:** {head['system']} reaches {metric} {head['quality']:.3f} "
+                f"(naive hybrid top-5: {head['baseline_quality']:.3f}) with "
+                f"{head['context_tokens']:.0f} context tokens instead of "
+                f"{head['baseline_context_tokens']:.0f}: "
+                f"**{head['token_ratio']:.2f}x fewer tokens**."
             )
         else:
             lines.append(

@@ -48,7 +48,9 @@ def load_search(path: str | Path) -> dict[str, list[Any]]:
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read search grid: {exc}") from None
     if not isinstance(data, dict) or not all(isinstance(v, list) and v for v in data.values()):
-        raise ConfigError(f"{path}: expected a mapping of 'slot.parameter' to non-empty lists of values")
+        raise ConfigError(
+            f"{path}: expected a mapping of 'slot.parameter' to non-empty lists of values"
+        )
     return data
 
 
@@ -190,7 +192,8 @@ def tune_profiles(
     for half in ("tune_half", "test_half"):
         r = report[half]
         lines.append(
-            f"\n{half.replace('_', ' ')}: default {r['default']['prompt_tokens']:.0f} prompt tokens, "
+            f"\n{half.replace('_', ' ')}: default "
+            f"{r['default']['prompt_tokens']:.0f} prompt tokens, "
             f"{metric} {r['default'][metric]:.3f}; tuned {r['tuned']['prompt_tokens']:.0f} tokens, "
             f"{metric} {r['tuned'][metric]:.3f}; {r['token_reduction']:.2f}x fewer tokens, "
             f"quality ratio {r['quality_ratio']:.3f}"

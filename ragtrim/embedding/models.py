@@ -14,7 +14,6 @@ only tried last.
 from __future__ import annotations
 
 import contextlib
-
 import hashlib
 import importlib
 import json

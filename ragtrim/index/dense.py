@@ -125,14 +125,18 @@ class DenseIndex:
             return self._exact(query[0], k, allowed)
         return rows[0][hits].astype(np.int64), scores[0][hits]
 
-    def _exact(self, query: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _exact(
+        self, query: np.ndarray, k: int, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         if allowed.all():
             faiss = _faiss()
             index = self._index() if self.resolved_kind == "flat" else None
             if index is not None:
                 scores, rows = index.search(query.reshape(1, -1), k)
                 return rows[0].astype(np.int64), scores[0]
-            scores, rows = faiss.knn(query.reshape(1, -1), self.vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
+            scores, rows = faiss.knn(
+                query.reshape(1, -1), self.vectors, k, metric=faiss.METRIC_INNER_PRODUCT
+            )
             return rows[0].astype(np.int64), scores[0]
         candidates = np.flatnonzero(allowed)
         scores = self.vectors[candidates] @ query
@@ -165,7 +169,9 @@ class DenseIndex:
         if index.resolved_kind == "hnsw" and faiss_file.exists():
             loaded = _faiss().read_index(str(faiss_file))
             if loaded.ntotal != len(vectors):
-                raise IndexStoreError(f"{faiss_file}: {loaded.ntotal} vectors, expected {len(vectors)}")
+                raise IndexStoreError(
+                    f"{faiss_file}: {loaded.ntotal} vectors, expected {len(vectors)}"
+                )
             index._faiss_index = loaded
             index._built_kind = "hnsw"
         return index

@@ -118,18 +118,24 @@ class ContextPacker(Stage):
 
         @model_validator(mode="after")
         def _window(self):
-            if self.context_window is not None and self.budget is not None:
-                if self.budget + self.reserved_output_tokens > self.context_window:
-                    raise ValueError(
-                        f"budget {self.budget} + reserved_output_tokens {self.reserved_output_tokens} "
-                        f"exceeds context_window {self.context_window}"
-                    )
+            window, budget = self.context_window, self.budget
+            if (
+                window is not None
+                and budget is not None
+                and budget + self.reserved_output_tokens > window
+            ):
+                raise ValueError(
+                    f"budget {budget} + reserved_output_tokens "
+                    f"{self.reserved_output_tokens} exceeds context_window {window}"
+                )
             return self
 
     @property
     def templates(self) -> Templates:
         cfg = self.config
-        return Templates(cfg.prompt_template, cfg.system_message, cfg.user_message, cfg.instructions)
+        return Templates(
+            cfg.prompt_template, cfg.system_message, cfg.user_message, cfg.instructions
+        )
 
     # ------------------------------------------------------------------ budget
     def effective_budget(self, override: int | None = None) -> int | None:
@@ -146,19 +152,23 @@ class ContextPacker(Stage):
             if budget > room:
                 raise BudgetError(
                     f"budget {budget} does not fit the model window: context_window "
-                    f"{cfg.context_window} - reserved_output_tokens {cfg.reserved_output_tokens} = {room}"
+                    f"{cfg.context_window} - reserved_output_tokens "
+                    f"{cfg.reserved_output_tokens} = {room}"
                 )
         return budget
 
     def _measure(self, ctx: QueryContext, context: str) -> tuple[object, int, int, int]:
         rendered = self.templates.render(context, ctx.query)
         prompt_tokens = ctx.counter.count(rendered.prompt)
-        messages_tokens = sum(
-            ctx.counter.count(m["content"]) + MESSAGE_OVERHEAD for m in rendered.messages
-        ) + REPLY_OVERHEAD
+        messages_tokens = (
+            sum(ctx.counter.count(m["content"]) + MESSAGE_OVERHEAD for m in rendered.messages)
+            + REPLY_OVERHEAD
+        )
         return rendered, ctx.counter.count(context), prompt_tokens, messages_tokens
 
-    def _fits(self, budget: int | None, context_tokens: int, prompt_tokens: int, messages_tokens: int) -> bool:
+    def _fits(
+        self, budget: int | None, context_tokens: int, prompt_tokens: int, messages_tokens: int
+    ) -> bool:
         if budget is None:
             return True
         if self.config.budget_scope == "context":
@@ -166,7 +176,9 @@ class ContextPacker(Stage):
         return max(prompt_tokens, messages_tokens) <= budget
 
     # ------------------------------------------------------------------ run
-    def run(self, ctx: QueryContext, candidates: list[Candidate], budget: int | None = None) -> PackResult:
+    def run(
+        self, ctx: QueryContext, candidates: list[Candidate], budget: int | None = None
+    ) -> PackResult:
         started = time.perf_counter()
         cfg = self.config
         budget = self.effective_budget(budget)
@@ -186,8 +198,15 @@ class ContextPacker(Stage):
             if not candidate.chunk.text.strip():
                 drops.append(Drop(candidate.id, DropReason.EMPTY, "packer"))
             elif not np.isfinite(candidate.score):
-                drops.append(Drop(candidate.id, DropReason.LOW_SCORE, "packer", candidate.chunk.token_count,
-                                  detail="non-finite score"))
+                drops.append(
+                    Drop(
+                        candidate.id,
+                        DropReason.LOW_SCORE,
+                        "packer",
+                        candidate.chunk.token_count,
+                        detail="non-finite score",
+                    )
+                )
             else:
                 usable.append(candidate)
 
@@ -197,7 +216,9 @@ class ContextPacker(Stage):
         if not chosen and eligible.size and capacity is not None and cfg.overlong == "truncate":
             chosen = self._truncate_best(ctx, units, int(eligible[0]), capacity)
             if chosen:
-                notes.append("the best unit alone exceeded the budget and was truncated on a token boundary")
+                notes.append(
+                    "the best unit alone exceeded the budget and was truncated on a token boundary"
+                )
         chosen = self._with_extras(units, chosen, usable)
 
         # exact accounting: remove the least valuable unit until the emitted prompt fits
@@ -223,12 +244,18 @@ class ContextPacker(Stage):
             budget=budget,
             drops=drops,
             notes=notes,
-            stats={"units": len(units), "eligible": int(eligible.size), "chosen": len(chosen),
-                   "pack_ms": (time.perf_counter() - started) * 1000},
+            stats={
+                "units": len(units),
+                "eligible": int(eligible.size),
+                "chosen": len(chosen),
+                "pack_ms": (time.perf_counter() - started) * 1000,
+            },
         )
 
     # ------------------------------------------------------------------ units
-    def _units(self, ctx: QueryContext, candidates: list[Candidate]) -> tuple[list[_Unit], np.ndarray | None]:
+    def _units(
+        self, ctx: QueryContext, candidates: list[Candidate]
+    ) -> tuple[list[_Unit], np.ndarray | None]:
         cfg = self.config
         if not candidates:
             return [], None
@@ -244,16 +271,27 @@ class ContextPacker(Stage):
                 spans = chunk.sentences or ((0, len(chunk.text)),)
             vectors = None
             if cfg.granularity == "sentence" and cfg.dense_weight > 0:
-                vectors = ctx.sentence_vectors(chunk) if chunk.sentences else ctx.chunk_vectors([chunk])
+                vectors = (
+                    ctx.sentence_vectors(chunk) if chunk.sentences else ctx.chunk_vectors([chunk])
+                )
             for si, (a, b) in enumerate(spans):
                 key = (chunk.doc_id, chunk.start + a, chunk.start + b)
                 if key in seen:
                     continue
                 seen[key] = len(units)
                 text = chunk.text[a:b]
-                units.append(_Unit(ci, chunk.doc_id, chunk.title, key[1], key[2], text,
-                                   value=float(chunk_score[ci]),
-                                   heading=cfg.granularity == "sentence" and text.startswith("#")))
+                units.append(
+                    _Unit(
+                        ci,
+                        chunk.doc_id,
+                        chunk.title,
+                        key[1],
+                        key[2],
+                        text,
+                        value=float(chunk_score[ci]),
+                        heading=cfg.granularity == "sentence" and text.startswith("#"),
+                    )
+                )
                 if vectors is not None:
                     unit_vectors.append(vectors[si])
         texts = [u.text for u in units]
@@ -262,18 +300,28 @@ class ContextPacker(Stage):
         if cfg.granularity == "sentence" and cfg.dense_weight > 0 and unit_vectors:
             dense = cosine_to_query(ctx.query_vector(), np.vstack(unit_vectors))
         elif cfg.granularity == "chunk" and cfg.dense_weight > 0:
-            dense = cosine_to_query(ctx.query_vector(), ctx.chunk_vectors([c.chunk for c in candidates]))
-        lexical = lexical_coverage(ctx.query, texts) if cfg.lexical_weight > 0 else np.zeros(len(units))
+            dense = cosine_to_query(
+                ctx.query_vector(), ctx.chunk_vectors([c.chunk for c in candidates])
+            )
+        lexical = (
+            lexical_coverage(ctx.query, texts) if cfg.lexical_weight > 0 else np.zeros(len(units))
+        )
         total = cfg.dense_weight + cfg.lexical_weight + cfg.chunk_weight or 1.0
         for i, unit in enumerate(units):
-            unit.value = (cfg.dense_weight * dense[i] + cfg.lexical_weight * lexical[i]
-                          + cfg.chunk_weight * unit.value) / total
+            unit.value = (
+                cfg.dense_weight * dense[i]
+                + cfg.lexical_weight * lexical[i]
+                + cfg.chunk_weight * unit.value
+            ) / total
             unit.cost = costs[i] + 1
-        vectors = np.vstack(unit_vectors) if unit_vectors and cfg.granularity == "sentence" else None
+        vectors = (
+            np.vstack(unit_vectors) if unit_vectors and cfg.granularity == "sentence" else None
+        )
         return units, vectors
 
-    def _select(self, units: list[_Unit], vectors: np.ndarray | None,
-                capacity: int | None) -> tuple[list[int], np.ndarray]:
+    def _select(
+        self, units: list[_Unit], vectors: np.ndarray | None, capacity: int | None
+    ) -> tuple[list[int], np.ndarray]:
         cfg = self.config
         if not units:
             return [], np.zeros(0, dtype=np.int64)
@@ -294,12 +342,20 @@ class ContextPacker(Stage):
                 similarity = np.clip(chosen_vectors @ chosen_vectors.T, 0.0, 1.0)
                 np.fill_diagonal(similarity, 0.0)
             best = float(values[eligible[0]]) if eligible.size else 0.0
-            picked = greedy_select(values[eligible], costs, cap, similarity, cfg.redundancy_penalty,
-                                   min_marginal=cfg.relative_threshold * best,
-                                   cost_exponent=cfg.token_cost_exponent)
+            picked = greedy_select(
+                values[eligible],
+                costs,
+                cap,
+                similarity,
+                cfg.redundancy_penalty,
+                min_marginal=cfg.relative_threshold * best,
+                cost_exponent=cfg.token_cost_exponent,
+            )
         return [int(eligible[i]) for i in picked], eligible
 
-    def _truncate_best(self, ctx: QueryContext, units: list[_Unit], best: int, capacity: int) -> list[int]:
+    def _truncate_best(
+        self, ctx: QueryContext, units: list[_Unit], best: int, capacity: int
+    ) -> list[int]:
         unit = units[best]
         header = ctx.counter.count(self._header(1, unit)) + 2
         room = capacity - header - 1
@@ -311,11 +367,17 @@ class ContextPacker(Stage):
         unit.text, unit.end, unit.truncated = text + "…", unit.start + len(text), True
         return [best]
 
-    def _with_extras(self, units: list[_Unit], chosen: list[int], candidates: list[Candidate]) -> list[int]:
+    def _with_extras(
+        self, units: list[_Unit], chosen: list[int], candidates: list[Candidate]
+    ) -> list[int]:
         """Neighbour sentences and chunk-first sentences: appended last, so the exact-budget
         loop removes them first (they carry the lowest priority)."""
         cfg = self.config
-        if cfg.granularity != "sentence" or not chosen or not (cfg.neighbours or cfg.keep_first_sentence):
+        if (
+            cfg.granularity != "sentence"
+            or not chosen
+            or not (cfg.neighbours or cfg.keep_first_sentence)
+        ):
             return chosen
         by_candidate: dict[int, list[int]] = {}
         for i, unit in enumerate(units):
@@ -328,7 +390,7 @@ class ContextPacker(Stage):
             wanted = []
             if cfg.keep_first_sentence:
                 wanted.append(siblings[0])
-            wanted += siblings[max(0, position - cfg.neighbours): position + cfg.neighbours + 1]
+            wanted += siblings[max(0, position - cfg.neighbours) : position + cfg.neighbours + 1]
             for j in wanted:
                 if j not in picked:
                     picked.add(j)
@@ -342,7 +404,9 @@ class ContextPacker(Stage):
             n=number, source=unit.title or unit.doc_id, title=unit.title, doc_id=unit.doc_id
         )
 
-    def _render(self, units: list[_Unit], chosen: list[int], candidates: list[Candidate]) -> tuple[str, list[Passage]]:
+    def _render(
+        self, units: list[_Unit], chosen: list[int], candidates: list[Candidate]
+    ) -> tuple[str, list[Passage]]:
         groups: dict[str, list[_Unit]] = {}
         for i in chosen:
             groups.setdefault(units[i].doc_id, []).append(units[i])
@@ -357,8 +421,17 @@ class ContextPacker(Stage):
             head = self._header(number, group[0])
             blocks.append(f"{head}\n{text}")
             chunk_ids = tuple(dict.fromkeys(candidates[u.candidate].id for u in group))
-            passages.append(Passage(number, group[0].doc_id, group[0].title, text, tuple(spans),
-                                    max(u.value for u in group), chunk_ids))
+            passages.append(
+                Passage(
+                    number,
+                    group[0].doc_id,
+                    group[0].title,
+                    text,
+                    tuple(spans),
+                    max(u.value for u in group),
+                    chunk_ids,
+                )
+            )
         return "\n\n".join(blocks), passages
 
     def render_naive(self, candidates: list[Candidate]) -> str:
@@ -385,8 +458,15 @@ class ContextPacker(Stage):
                 drops.append(Drop(candidate.id, reason, "packer", tokens))
             elif len(kept) < len(members) or any(units[i].truncated for i in kept):
                 kept_tokens = sum(units[i].cost for i in kept)
-                drops.append(Drop(candidate.id, DropReason.SENTENCES_PRUNED, "packer", max(tokens - kept_tokens, 0),
-                                  detail=f"kept {len(kept)} of {len(members)} units"))
+                drops.append(
+                    Drop(
+                        candidate.id,
+                        DropReason.SENTENCES_PRUNED,
+                        "packer",
+                        max(tokens - kept_tokens, 0),
+                        detail=f"kept {len(kept)} of {len(members)} units",
+                    )
+                )
         return drops
 
 

@@ -31,11 +31,15 @@ INPUT_PRICE_PER_MILLION: dict[str, float] = {
 def price_per_token(model: str, overrides: Mapping[str, float] | None = None) -> float:
     table = {**INPUT_PRICE_PER_MILLION, **(overrides or {})}
     if model not in table:
-        raise ConfigError(f"pricing.model: no input price for {model!r}; known: {', '.join(sorted(table))}")
+        raise ConfigError(
+            f"pricing.model: no input price for {model!r}; known: {', '.join(sorted(table))}"
+        )
     return table[model] / 1_000_000
 
 
-def savings(naive_tokens: int, emitted_tokens: int, model: str, overrides: Mapping[str, float] | None = None) -> dict:
+def savings(
+    naive_tokens: int, emitted_tokens: int, model: str, overrides: Mapping[str, float] | None = None
+) -> dict:
     per_token = price_per_token(model, overrides)
     saved = max(naive_tokens - emitted_tokens, 0)
     return {

@@ -11,7 +11,9 @@ import math
 import numpy as np
 
 
-def adaptive_cutoff(values: np.ndarray, relative_threshold: float, gap: float | None = None) -> np.ndarray:
+def adaptive_cutoff(
+    values: np.ndarray, relative_threshold: float, gap: float | None = None
+) -> np.ndarray:
     """Indices of the units worth considering at all, best first.
 
     A unit survives when its value is at least ``relative_threshold`` x the best value; with
@@ -70,7 +72,9 @@ def greedy_select(
     return chosen
 
 
-def knapsack_select(values: np.ndarray, costs: np.ndarray, capacity: int, max_cells: int = 2_000_000) -> list[int]:
+def knapsack_select(
+    values: np.ndarray, costs: np.ndarray, capacity: int, max_cells: int = 2_000_000
+) -> list[int]:
     """Exact 0/1 knapsack by dynamic programming over token costs.
 
     When ``n x capacity`` exceeds ``max_cells`` the costs are coarsened (divided by a common

@@ -31,15 +31,21 @@ def template_slots(template: str, field_name: str) -> set[str]:
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise ConfigError(f"{field_name}: malformed template ({exc}); escape literal braces as {{{{ }}}}") from None
+        raise ConfigError(
+            f"{field_name}: malformed template ({exc}); escape literal braces as {{{{ }}}}"
+        ) from None
     slots = set()
     for _, name, spec, conversion in parsed:
         if name is None:
             continue
         if name == "" or name.isdigit():
-            raise ConfigError(f"{field_name}: positional slot '{{{name}}}' is not allowed; use named slots")
+            raise ConfigError(
+                f"{field_name}: positional slot '{{{name}}}' is not allowed; use named slots"
+            )
         if spec or conversion:
-            raise ConfigError(f"{field_name}: slot '{{{name}}}' must not have a format spec or conversion")
+            raise ConfigError(
+                f"{field_name}: slot '{{{name}}}' must not have a format spec or conversion"
+            )
         slots.add(name)
     return slots
 
@@ -48,10 +54,13 @@ def validate_prompt_template(template: str, field_name: str) -> str:
     slots = template_slots(template, field_name)
     unknown = slots - SLOTS
     if unknown:
-        raise ConfigError(f"{field_name}: unknown slot(s) {sorted(unknown)}; valid slots: {sorted(SLOTS)}")
+        raise ConfigError(
+            f"{field_name}: unknown slot(s) {sorted(unknown)}; valid slots: {sorted(SLOTS)}"
+        )
     missing = {"context", "question"} - slots
     if missing:
-        raise ConfigError(f"{field_name}: template must contain {', '.join('{' + m + '}' for m in sorted(missing))}")
+        slots = ", ".join("{" + m + "}" for m in sorted(missing))
+        raise ConfigError(f"{field_name}: template must contain {slots}")
     return template
 
 
@@ -59,9 +68,13 @@ def validate_passage_header(template: str, field_name: str) -> str:
     slots = template_slots(template, field_name)
     unknown = slots - PASSAGE_SLOTS
     if unknown:
-        raise ConfigError(f"{field_name}: unknown slot(s) {sorted(unknown)}; valid: {sorted(PASSAGE_SLOTS)}")
+        raise ConfigError(
+            f"{field_name}: unknown slot(s) {sorted(unknown)}; valid: {sorted(PASSAGE_SLOTS)}"
+        )
     if "n" not in slots:
-        raise ConfigError(f"{field_name}: the passage header must contain {{n}} so answers can cite it")
+        raise ConfigError(
+            f"{field_name}: the passage header must contain {{n}} so answers can cite it"
+        )
     return template
 
 
@@ -93,5 +106,7 @@ class Templates:
     def static_prefix(self) -> str:
         """The part of the prompt before anything query-dependent: what prefix caches reuse."""
         sentinel = "\x00"
-        probe = self.prompt.format(instructions=self.instructions, context=sentinel, question=sentinel)
+        probe = self.prompt.format(
+            instructions=self.instructions, context=sentinel, question=sentinel
+        )
         return probe[: probe.index(sentinel)]

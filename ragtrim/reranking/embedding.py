@@ -48,7 +48,9 @@ class EmbeddingReranker(Stage):
             sentence_sim[i] = best.mean()
         lexical = lexical_coverage(ctx.query, [c.chunk.text for c in head])
         retrieval = minmax(np.array([c.score for c in head]))
-        weights = np.array([cfg.sentence_weight, cfg.chunk_weight, cfg.lexical_weight, cfg.retrieval_weight])
+        weights = np.array(
+            [cfg.sentence_weight, cfg.chunk_weight, cfg.lexical_weight, cfg.retrieval_weight]
+        )
         features = np.vstack([sentence_sim, chunk_sim, lexical, retrieval])
         scores = weights @ features / (weights.sum() or 1.0)
         for candidate, score in zip(head, scores, strict=True):

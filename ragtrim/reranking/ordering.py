@@ -14,4 +14,6 @@ def rank_tail_below(reranked: list[Candidate], tail: list[Candidate]) -> list[st
     floor = min((c.score for c in reranked), default=0.0)
     for rank, candidate in enumerate(tail, start=1):
         candidate.score = floor - rank * 1e-6
-    return [f"{len(tail)} candidates below the rerank depth kept their order, after the reranked ones"]
+    return [
+        f"{len(tail)} candidates below the rerank depth kept their order, after the reranked ones"
+    ]

@@ -40,7 +40,7 @@ def reciprocal_rank_fusion(ranks: np.ndarray, weights: np.ndarray, k: float = 60
 def _reference_stats(scores: np.ndarray, ranks: np.ndarray) -> list[np.ndarray]:
     """Per retriever, the scores of its own returned list: normalisation uses what each
     retriever returned, so a candidate found by only the other retriever can fall below 0."""
-    return [row[r > 0] if (r > 0).any() else row for row, r in zip(scores, ranks)]
+    return [row[r > 0] if (r > 0).any() else row for row, r in zip(scores, ranks, strict=True)]
 
 
 def minmax_normalise(scores: np.ndarray, ranks: np.ndarray) -> np.ndarray:

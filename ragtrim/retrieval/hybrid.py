@@ -78,10 +78,8 @@ class HybridRetriever(Stage):
                 else index.dense_scores_for(ctx.query_vector(), union)
             )
         weights = np.array([cfg.bm25_weight if n == "bm25" else cfg.dense_weight for n in names])
-        if len(lists) == 1:
-            fused = exact[0]
-        else:
-            fused = fuse(cfg.fusion, exact, ranks, weights, cfg.rrf_k)
+        single = len(lists) == 1
+        fused = exact[0] if single else fuse(cfg.fusion, exact, ranks, weights, cfg.rrf_k)
         order = np.lexsort((union, -fused))[: cfg.top_k]
         out = []
         for j in order:

@@ -266,5 +266,9 @@ def test_query_anchors_keep_numbers_and_quoted_terms():
     assert query_anchors("When was Kestrel Relay 3.3 released?") == "3.3"
     assert query_anchors("what does `relayctl topics list` print") == "relayctl topics list"
     assert query_anchors("How long is data kept?") == ""
-    assert semantic_bucket("b", "Relay 3.3 release date") != semantic_bucket("b", "Relay 3.1 release date")
-    assert semantic_bucket("b", "When was Relay 3.3 released?") == semantic_bucket("b", "relay 3.3: release date?")
+    assert semantic_bucket("b", "Relay 3.3 release date") != semantic_bucket(
+        "b", "Relay 3.1 release date"
+    )
+    assert semantic_bucket("b", "When was Relay 3.3 released?") == semantic_bucket(
+        "b", "relay 3.3: release date?"
+    )

@@ -83,7 +83,8 @@ BAD_CONFIGS = [
     (
         "cache.ttl",
         5,
-        r"config\.cache\.ttl: unknown key; valid keys: directory, embeddings, rerank_scores, retrieval",
+        r"config\.cache\.ttl: unknown key; "
+        r"valid keys: directory, embeddings, rerank_scores, retrieval",
     ),
     ("index.bm25_kk", 1, r"config\.index\.bm25_kk: unknown key; valid keys: bm25_b, bm25_k1"),
     ("tokenizer.enc", "x", r"config\.tokenizer\.enc: unknown key; valid keys: encoding, model"),

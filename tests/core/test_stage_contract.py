@@ -1,4 +1,4 @@
-"""One contract, every stage: construct -> to_dict -> from_dict -> equal; config errors name fields."""
+"""One contract, every stage: construct -> to_dict -> from_dict -> equal; errors name fields."""
 
 import json
 import subprocess
@@ -48,15 +48,20 @@ def test_constructing_every_stage_loads_no_model():
         "from ragtrim.stage import available_stages, stage_class\n"
         "import ragtrim.pipeline\n"
         "[stage_class(n)() for n in available_stages()]\n"
-        "heavy = [m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules]\n"
+        "heavy = ('torch', 'sentence_transformers', 'transformers')\n"
+        "heavy = [m for m in heavy if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
 
 
 def test_wrong_type_names_field_and_value():
-    with pytest.raises(ConfigError, match=r"HybridRetriever.bm25_top_k: .*greater than or equal to 1.*got -3"):
+    with pytest.raises(
+        ConfigError, match=r"HybridRetriever.bm25_top_k: .*greater than or equal to 1.*got -3"
+    ):
         stage_class("HybridRetriever")(bm25_top_k=-3)
 
 

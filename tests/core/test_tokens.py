@@ -8,7 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ragtrim.errors import ConfigError, TokenizerError
-from ragtrim.tokens import TokenCounter, encoding_for_model, find_rank_file, get_counter, load_encoding
+from ragtrim.tokens import (
+    TokenCounter,
+    encoding_for_model,
+    find_rank_file,
+    get_counter,
+    load_encoding,
+)
 
 
 def test_both_encodings_load_with_network_disabled():
@@ -26,8 +32,13 @@ def test_both_encodings_load_with_network_disabled():
             print(name, TokenCounter(name).count("Offline token counting works."))
         """
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                         env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "TMPDIR": "/nonexistent-tmp"})
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "TMPDIR": "/nonexistent-tmp"},
+    )
     assert out.returncode == 0, out.stderr
     assert "o200k_base 5" in out.stdout and "cl100k_base 5" in out.stdout
 
@@ -41,7 +52,11 @@ def test_missing_rank_file_names_encoding_and_remedy(monkeypatch):
     finally:
         load_encoding.cache_clear()
     message = str(excinfo.value)
-    assert "cl100k_base" in message and "ragtrim[offline]" in message and "TIKTOKEN_CACHE_DIR" in message
+    assert (
+        "cl100k_base" in message
+        and "ragtrim[offline]" in message
+        and "TIKTOKEN_CACHE_DIR" in message
+    )
 
 
 def test_rank_files_are_found_locally():
@@ -51,8 +66,13 @@ def test_rank_files_are_found_locally():
 
 @pytest.mark.parametrize(
     ("model", "encoding"),
-    [("gpt-4o", "o200k_base"), ("gpt-4o-mini", "o200k_base"), ("gpt-4", "cl100k_base"),
-     ("gpt-3.5-turbo", "cl100k_base"), ("gpt-4.1-nano", "o200k_base")],
+    [
+        ("gpt-4o", "o200k_base"),
+        ("gpt-4o-mini", "o200k_base"),
+        ("gpt-4", "cl100k_base"),
+        ("gpt-3.5-turbo", "cl100k_base"),
+        ("gpt-4.1-nano", "o200k_base"),
+    ],
 )
 def test_model_names_map_to_encodings(model, encoding):
     assert encoding_for_model(model) == encoding

@@ -24,7 +24,12 @@ def test_exact_search_matches_numpy():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(1, 400), st.integers(1, 30), st.integers(0, 10_000), st.sampled_from(["flat", "hnsw"]))
+@given(
+    st.integers(1, 400),
+    st.integers(1, 30),
+    st.integers(0, 10_000),
+    st.sampled_from(["flat", "hnsw"]),
+)
 def test_filter_is_applied_before_top_k(n_allowed_hint, k, seed, kind):
     vectors = _unit(400, seed=seed % 7)
     index = DenseIndex(16, kind=kind, ef_search=16)

@@ -2,10 +2,10 @@
 are tiktoken's counts of exactly what was emitted."""
 
 import pytest
+from fakes import HashingEmbedder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fakes import HashingEmbedder
 from ragtrim.chunking.sentences import split_sentences
 from ragtrim.errors import BudgetError, ConfigError
 from ragtrim.packing.packer import ContextPacker
@@ -15,33 +15,79 @@ from ragtrim.tokens import get_counter
 from ragtrim.types import Candidate, Chunk, chunk_id
 
 EMBEDDER = HashingEmbedder()
-WORDS = ["relay", "broker", "retention", "partition", "7 days", "4 MiB", "offset", "日本語", "😀", "policy",
-         "per-diem", "£50", "TLS", "the", "a", "of", "is", "3.4", "e.g.", "Dr.", "U.S.", "\n", "\n\n"]
+WORDS = [
+    "relay",
+    "broker",
+    "retention",
+    "partition",
+    "7 days",
+    "4 MiB",
+    "offset",
+    "日本語",
+    "😀",
+    "policy",
+    "per-diem",
+    "£50",
+    "TLS",
+    "the",
+    "a",
+    "of",
+    "is",
+    "3.4",
+    "e.g.",
+    "Dr.",
+    "U.S.",
+    "\n",
+    "\n\n",
+]
 
 
 def _candidate(doc: str, text: str, score: float, counter) -> Candidate:
     sentences = tuple((a, b) for a, b in split_sentences(text))
-    chunk = Chunk(chunk_id(doc, 0, len(text)), doc, text, 0, len(text), counter.count(text),
-                  {"title": f"Doc {doc}"}, (), sentences)
+    chunk = Chunk(
+        chunk_id(doc, 0, len(text)),
+        doc,
+        text,
+        0,
+        len(text),
+        counter.count(text),
+        {"title": f"Doc {doc}"},
+        (),
+        sentences,
+    )
     return Candidate(chunk, score, {"fused": score})
 
 
-texts = st.lists(st.sampled_from(WORDS), min_size=1, max_size=60).map(lambda ws: " ".join(ws).strip() or "x")
-templates = st.sampled_from([
-    "{instructions}\n\nContext:\n{context}\n\nQuestion: {question}\nAnswer:",
-    "Q: {question}\n{context}",
-    "{context}\n---\n{question} {instructions}",
-    "Use these sources.\n{context}\n\n{question}",
-])
+texts = st.lists(st.sampled_from(WORDS), min_size=1, max_size=60).map(
+    lambda ws: " ".join(ws).strip() or "x"
+)
+templates = st.sampled_from(
+    [
+        "{instructions}\n\nContext:\n{context}\n\nQuestion: {question}\nAnswer:",
+        "Q: {question}\n{context}",
+        "{context}\n---\n{question} {instructions}",
+        "Use these sources.\n{context}\n\n{question}",
+    ]
+)
 
 
 def _check_budget(
     items, budget, template, encoding, granularity, selection, scope, threshold, overlong, question
 ):
     counter = get_counter(encoding)
-    packer = ContextPacker(budget=budget, prompt_template=template, granularity=granularity, selection=selection,
-                           budget_scope=scope, relative_threshold=threshold, overlong=overlong, neighbours=1)
-    candidates = [_candidate(f"d{i % 4}-{i}", text, score, counter) for i, (text, score) in enumerate(items)]
+    packer = ContextPacker(
+        budget=budget,
+        prompt_template=template,
+        granularity=granularity,
+        selection=selection,
+        budget_scope=scope,
+        relative_threshold=threshold,
+        overlong=overlong,
+        neighbours=1,
+    )
+    candidates = [
+        _candidate(f"d{i % 4}-{i}", text, score, counter) for i, (text, score) in enumerate(items)
+    ]
     ctx = QueryContext(question, counter, embedder=EMBEDDER)
     try:
         result = packer.run(ctx, candidates)
@@ -51,9 +97,16 @@ def _check_budget(
         return
     assert result.prompt_tokens == len(counter._encoding.encode_ordinary(result.prompt))
     assert result.context_tokens == counter.count(result.context)
-    expected_messages = sum(counter.count(m["content"]) + MESSAGE_OVERHEAD for m in result.messages) + REPLY_OVERHEAD
+    expected_messages = (
+        sum(counter.count(m["content"]) + MESSAGE_OVERHEAD for m in result.messages)
+        + REPLY_OVERHEAD
+    )
     assert result.messages_tokens == expected_messages
-    limit = result.context_tokens if scope == "context" else max(result.prompt_tokens, result.messages_tokens)
+    limit = (
+        result.context_tokens
+        if scope == "context"
+        else max(result.prompt_tokens, result.messages_tokens)
+    )
     assert limit <= budget
     assert result.context in result.prompt
     for passage in result.passages:
@@ -76,21 +129,50 @@ PACKINGS = (
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(*PACKINGS)
-def test_budget_is_never_exceeded_and_counts_are_exact(items, budget, template, encoding, granularity, selection, scope, threshold, overlong, question):
-    _check_budget(items, budget, template, encoding, granularity, selection, scope, threshold, overlong, question)
+def test_budget_is_never_exceeded_and_counts_are_exact(
+    items, budget, template, encoding, granularity, selection, scope, threshold, overlong, question
+):
+    _check_budget(
+        items,
+        budget,
+        template,
+        encoding,
+        granularity,
+        selection,
+        scope,
+        threshold,
+        overlong,
+        question,
+    )
 
 
 @pytest.mark.slow
 @settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(*PACKINGS)
-def test_budget_is_never_exceeded_10000_cases(items, budget, template, encoding, granularity, selection, scope, threshold, overlong, question):
-    _check_budget(items, budget, template, encoding, granularity, selection, scope, threshold, overlong, question)
+def test_budget_is_never_exceeded_10000_cases(
+    items, budget, template, encoding, granularity, selection, scope, threshold, overlong, question
+):
+    _check_budget(
+        items,
+        budget,
+        template,
+        encoding,
+        granularity,
+        selection,
+        scope,
+        threshold,
+        overlong,
+        question,
+    )
 
 
 def test_budget_smaller_than_template_names_both_numbers():
     counter = get_counter()
     ctx = QueryContext("What is the default retention?", counter, embedder=EMBEDDER)
-    with pytest.raises(BudgetError, match=r"budget 5 is smaller than the prompt template plus the question \(\d+ tokens"):
+    with pytest.raises(
+        BudgetError,
+        match=r"budget 5 is smaller than the prompt template plus the question \(\d+ tokens",
+    ):
         ContextPacker(budget=5).run(ctx, [])
 
 
@@ -106,4 +188,6 @@ def test_invalid_budgets_and_templates():
     with pytest.raises(ConfigError, match="context_window"):
         ContextPacker(budget=4000, context_window=4096, reserved_output_tokens=512)
     with pytest.raises(BudgetError, match="does not fit the model window"):
-        ContextPacker(budget=None, context_window=4096, reserved_output_tokens=96).effective_budget(5000)
+        ContextPacker(budget=None, context_window=4096, reserved_output_tokens=96).effective_budget(
+            5000
+        )

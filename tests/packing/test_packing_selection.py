@@ -33,7 +33,10 @@ def test_greedy_redundancy_penalty_skips_near_repeats():
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(st.floats(0, 1), st.integers(1, 40)), min_size=0, max_size=9), st.integers(0, 120))
+@given(
+    st.lists(st.tuples(st.floats(0, 1), st.integers(1, 40)), min_size=0, max_size=9),
+    st.integers(0, 120),
+)
 def test_knapsack_is_optimal_and_within_capacity(items, capacity):
     values = np.array([v for v, _ in items])
     costs = np.array([c for _, c in items])

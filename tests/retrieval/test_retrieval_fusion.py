@@ -42,7 +42,9 @@ def test_zscore_and_dbsf_are_monotone_in_each_score():
 
 def test_non_finite_scores_do_not_propagate():
     scores = np.array([[np.nan, 1.0], [0.2, np.inf]])
-    fused = fuse(FusionMethod.CONVEX_MINMAX, scores, np.array([[1, 2], [1, 2]]), np.array([1.0, 1.0]))
+    fused = fuse(
+        FusionMethod.CONVEX_MINMAX, scores, np.array([[1, 2], [1, 2]]), np.array([1.0, 1.0])
+    )
     assert np.isfinite(fused).all()
 
 
