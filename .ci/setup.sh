@@ -20,5 +20,5 @@ elif python -m pip install -q --no-index "torch==${TORCH_VERSION}" 2>/dev/null; 
 else
   echo "setup: no local CPU build of torch ${TORCH_VERSION}; pip resolves torch from the index"
 fi
-python -m pip install -q -e ".[offline,plot,dev]"
+python -m pip install -q -e ".[offline,plot,dev,langchain,llamaindex,haystack]"
 echo "setup: ragtrim installed in .venv"

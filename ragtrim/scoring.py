@@ -21,6 +21,12 @@ def default_tokenizer() -> Tokenizer:
     return Tokenizer()
 
 
+@functools.lru_cache(maxsize=200_000)
+def _cached_terms(text: str) -> frozenset[str]:
+    """Sentences recur across queries (the same corpus answers them all): tokenise each once."""
+    return frozenset(default_tokenizer().tokenize(text))
+
+
 def minmax(values: np.ndarray) -> np.ndarray:
     values = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     if values.size == 0:
@@ -43,7 +49,8 @@ def lexical_coverage(
         return np.zeros(len(texts))
     term_index = {t: i for i, t in enumerate(terms)}
     present = np.zeros((len(texts), len(terms)), dtype=bool)
-    for row, tokens in enumerate(tokenizer.tokenize_many(list(texts))):
+    tokenize = _cached_terms if tokenizer is default_tokenizer() else tokenizer.tokenize
+    for row, tokens in enumerate(map(tokenize, texts)):
         for token in tokens:
             column = term_index.get(token)
             if column is not None:
