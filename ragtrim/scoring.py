@@ -48,13 +48,12 @@ def lexical_coverage(
     if not terms or not texts:
         return np.zeros(len(texts))
     term_index = {t: i for i, t in enumerate(terms)}
+    wanted = frozenset(terms)
     present = np.zeros((len(texts), len(terms)), dtype=bool)
     tokenize = _cached_terms if tokenizer is default_tokenizer() else tokenizer.tokenize
     for row, tokens in enumerate(map(tokenize, texts)):
-        for token in tokens:
-            column = term_index.get(token)
-            if column is not None:
-                present[row, column] = True
+        for token in wanted.intersection(tokens):
+            present[row, term_index[token]] = True
     df = present.sum(axis=0)
     idf = np.log(1.0 + (len(texts) - df + 0.5) / (df + 0.5))
     total = idf.sum()

@@ -274,31 +274,31 @@ class ContextPacker(Stage):
                 vectors = (
                     ctx.sentence_vectors(chunk) if chunk.sentences else ctx.chunk_vectors([chunk])
                 )
+            # selection only needs costs roughly (pro rata from the chunk's stored exact count):
+            # the rendered prompt is counted exactly afterwards and trimmed until it fits
+            tokens_per_char = chunk.token_count / max(len(chunk.text), 1)
+            title, prior = chunk.title, float(chunk_score[ci])
+            kept = []
             for si, (a, b) in enumerate(spans):
                 key = (chunk.doc_id, chunk.start + a, chunk.start + b)
                 if key in seen:
                     continue
                 seen[key] = len(units)
                 text = chunk.text[a:b]
+                heading = cfg.granularity == "sentence" and text.startswith("#")
+                cost = max(1, round(tokens_per_char * (b - a))) + 1
                 units.append(
                     _Unit(
-                        ci,
-                        chunk.doc_id,
-                        chunk.title,
-                        key[1],
-                        key[2],
-                        text,
-                        value=float(chunk_score[ci]),
-                        heading=cfg.granularity == "sentence" and text.startswith("#"),
+                        ci, chunk.doc_id, title, key[1], key[2], text, prior, cost, heading=heading
                     )
                 )
-                if vectors is not None:
-                    unit_vectors.append(vectors[si])
+                kept.append(si)
+            if vectors is not None and kept:
+                unit_vectors.append(vectors[kept])
         texts = [u.text for u in units]
-        costs = self._estimated_costs(units, candidates)
         dense = np.zeros(len(units))
         if cfg.granularity == "sentence" and cfg.dense_weight > 0 and unit_vectors:
-            dense = cosine_to_query(ctx.query_vector(), np.vstack(unit_vectors))
+            dense = cosine_to_query(ctx.query_vector(), np.concatenate(unit_vectors))
         elif cfg.granularity == "chunk" and cfg.dense_weight > 0:
             dense = cosine_to_query(
                 ctx.query_vector(), ctx.chunk_vectors([c.chunk for c in candidates])
@@ -313,26 +313,10 @@ class ContextPacker(Stage):
                 + cfg.lexical_weight * lexical[i]
                 + cfg.chunk_weight * unit.value
             ) / total
-            unit.cost = costs[i] + 1
         vectors = (
-            np.vstack(unit_vectors) if unit_vectors and cfg.granularity == "sentence" else None
+            np.concatenate(unit_vectors) if unit_vectors and cfg.granularity == "sentence" else None
         )
         return units, vectors
-
-    @staticmethod
-    def _estimated_costs(units: list[_Unit], candidates: list[Candidate]) -> list[int]:
-        """Token cost of each unit, pro rata from its chunk's stored exact count.
-
-        Counting every sentence of 50 candidates with the tokenizer took a quarter of the
-        packing time; selection only needs the cost roughly, because the rendered prompt is
-        counted exactly afterwards and trimmed until it fits.
-        """
-        costs = []
-        for unit in units:
-            chunk = candidates[unit.candidate].chunk
-            share = len(unit.text) / max(len(chunk.text), 1)
-            costs.append(max(1, round(chunk.token_count * share)))
-        return costs
 
     def _select(
         self, units: list[_Unit], vectors: np.ndarray | None, capacity: int | None
@@ -353,9 +337,11 @@ class ContextPacker(Stage):
         else:
             similarity = None
             if vectors is not None and cfg.redundancy_penalty > 0:
-                chosen_vectors = vectors[eligible]
-                similarity = np.clip(chosen_vectors @ chosen_vectors.T, 0.0, 1.0)
-                np.fill_diagonal(similarity, 0.0)
+                pool = vectors[eligible]
+
+                def similarity(j: int) -> np.ndarray:
+                    return np.clip(pool @ pool[j], 0.0, 1.0)
+
             best = float(values[eligible[0]]) if eligible.size else 0.0
             picked = greedy_select(
                 values[eligible],

@@ -7,6 +7,7 @@ two units say the same thing. Both selectors return unit indices in the order ch
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -39,7 +40,7 @@ def greedy_select(
     values: np.ndarray,
     costs: np.ndarray,
     capacity: int,
-    similarity: np.ndarray | None = None,
+    similarity: np.ndarray | Callable[[int], np.ndarray] | None = None,
     redundancy_penalty: float = 0.0,
     min_marginal: float = 0.0,
     cost_exponent: float = 1.0,
@@ -49,7 +50,8 @@ def greedy_select(
     The marginal value of a unit is ``value x (1 - penalty x max similarity to anything
     already chosen)``; units whose marginal value falls below ``min_marginal`` are never
     chosen, so near-repeats of chosen text stop costing tokens. Units that do not fit in the
-    remaining capacity are skipped, smaller ones may still fit.
+    remaining capacity are skipped, smaller ones may still fit. ``similarity`` is a matrix or
+    a function returning one row (so only the rows of chosen units are ever computed).
     """
     n = len(values)
     chosen: list[int] = []
@@ -68,7 +70,8 @@ def greedy_select(
         available[best] = False
         remaining -= int(costs[best])
         if similarity is not None:
-            max_sim = np.maximum(max_sim, similarity[best])
+            row = similarity(best) if callable(similarity) else similarity[best]
+            max_sim = np.maximum(max_sim, row)
     return chosen
 
 
