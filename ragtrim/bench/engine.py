@@ -13,7 +13,6 @@ import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -310,11 +309,3 @@ def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:
         if not dominated:
             front.append(name)
     return sorted(front, key=lambda n: points[n][0])
-
-
-def save_records(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
-    import json
-
-    with path.open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record) + "\n")
