@@ -136,7 +136,7 @@ class SemanticCache:
     def __init__(
         self,
         directory: Path,
-        threshold: float = 0.95,
+        threshold: float = 0.93,
         ttl_seconds: float | None = None,
         max_entries: int = 10_000,
     ) -> None:

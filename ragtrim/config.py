@@ -47,7 +47,7 @@ class CacheSettings(_Strict):
     rerank_scores: bool = True
     semantic: bool = False
     #: measured on the bundled paraphrase set: benchmarks/results/semantic_cache_kestrel.md
-    semantic_threshold: float = Field(0.95, gt=0, le=1)
+    semantic_threshold: float = Field(0.93, gt=0, le=1)
     semantic_ttl_seconds: float | None = Field(None, gt=0)
     semantic_exclude_task_types: list[str] = Field(default_factory=list)
 
