@@ -217,6 +217,34 @@ def _markdown(
     return "\n".join(lines) + "\n"
 
 
+def compact_records(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-query records column-wise: query ids once, then one array per field per system
+    (floats to 4 decimals). The same content in a fraction of the bytes of a list of dicts."""
+
+    def cell(value: Any) -> Any:
+        if isinstance(value, float):
+            return round(value, 4)
+        if isinstance(value, dict):
+            return {k: cell(v) for k, v in value.items()}
+        return value
+
+    query_ids = list(dict.fromkeys(r["query_id"] for r in records))
+    position = {q: i for i, q in enumerate(query_ids)}
+    task_types = {r["query_id"]: r["task_type"] for r in records}
+    systems: dict[str, dict[str, list[Any]]] = {}
+    for record in records:
+        columns = systems.setdefault(record["system"], {})
+        for key, value in record.items():
+            if key not in ("system", "query_id", "task_type"):
+                column = columns.setdefault(key, [None] * len(query_ids))
+                column[position[record["query_id"]]] = cell(value)
+    return {
+        "query_ids": query_ids,
+        "task_types": [task_types[q] for q in query_ids],
+        "systems": systems,
+    }
+
+
 def run_benchmark(
     dataset_path: str | Path,
     out: str | Path,
@@ -269,9 +297,9 @@ def run_benchmark(
         "seed": seed,
         "limit": limit,
         "seconds": round(time.perf_counter() - started, 1),
-        "records": records,
+        "records": compact_records(records),
     }
-    (out / "results.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    (out / "results.json").write_text(json.dumps(result, separators=(",", ":")), encoding="utf-8")
     markdown = _markdown(dataset, summary, metric, head, front, info, price, pricing.model)
     (out / "results.md").write_text(markdown, encoding="utf-8")
     from ragtrim.bench.plots import plot_tokens_vs_quality
