@@ -18,49 +18,78 @@ RESULTS = HERE / "results"
 DATASETS = ["kestrel", "squad2-dev-half", "covid-qa", "pubmedqa-l", "scifact"]
 
 
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
 def _headline_rows() -> list[str]:
-    rows = [
-        "| data set | queries | quality metric | naive hybrid top-5: tokens / quality | ragtrim default: tokens / quality "
-        "| cheapest ragtrim at >= top-5 quality | token ratio |",
-        "|---|---|---|---|---|---|---|",
+    header = [
+        "data set",
+        "queries",
+        "quality metric",
+        "naive hybrid top-5: tokens / quality",
+        "ragtrim default: tokens / quality",
+        "cheapest ragtrim at >= top-5 quality",
+        "token ratio",
     ]
+    rows = [_row(header), "|" + "---|" * len(header)]
     for name in DATASETS:
         path = RESULTS / name / "results.json"
         if not path.exists():
-            rows.append(f"| {name} | not run | | | | | |")
+            rows.append(_row([name, "not run"] + [""] * (len(header) - 2)))
             continue
         result = json.loads(path.read_text(encoding="utf-8"))
         metric, summary, head = result["metric"], result["summary"], result["headline"]
         base, default = summary["naive-hybrid-top5"], summary["ragtrim"]
-        cheapest = (
-            f"{head['system']}: {head['context_tokens']:.0f} / {head['quality']:.3f}"
-            if head.get("reached")
-            else f"not reached (best {head.get('best_ragtrim_quality', float('nan')):.3f})"
-        )
-        ratio = f"**{head['token_ratio']:.2f}x**" if head.get("reached") else "—"
+        if head.get("reached"):
+            cheapest = f"{head['system']}: {head['context_tokens']:.0f} / {head['quality']:.3f}"
+            ratio = f"**{head['token_ratio']:.2f}x**"
+        else:
+            cheapest = f"not reached (best {head.get('best_ragtrim_quality', float('nan')):.3f})"
+            ratio = "—"
         rows.append(
-            f"| [{name}](results/{name}/results.md) | {result['dataset']['queries']} | {metric.replace('_', ' ')} "
-            f"| {base['context_tokens']:.0f} / {base[metric]['mean']:.3f} "
-            f"| {default['context_tokens']:.0f} / {default[metric]['mean']:.3f} | {cheapest} | {ratio} |"
+            _row(
+                [
+                    f"[{name}](results/{name}/results.md)",
+                    str(result["dataset"]["queries"]),
+                    metric.replace("_", " "),
+                    f"{base['context_tokens']:.0f} / {base[metric]['mean']:.3f}",
+                    f"{default['context_tokens']:.0f} / {default[metric]['mean']:.3f}",
+                    cheapest,
+                    ratio,
+                ]
+            )
         )
     return rows
 
 
 def _tuning_rows() -> list[str]:
-    rows = [
-        "| data set | half | default: prompt tokens / quality | tuned: prompt tokens / quality | token reduction "
-        "| quality ratio |",
-        "|---|---|---|---|---|---|",
+    header = [
+        "data set",
+        "half",
+        "default: prompt tokens / quality",
+        "tuned: prompt tokens / quality",
+        "token reduction",
+        "quality ratio",
     ]
+    rows = [_row(header), "|" + "---|" * len(header)]
     for path in sorted((RESULTS / "tuning").glob("*.report.json")):
         report = json.loads(path.read_text(encoding="utf-8"))
         metric = report["metric"]
         for half in ("tune_half", "test_half"):
             r = report[half]
+            default, tuned = r["default"], r["tuned"]
             rows.append(
-                f"| {report['dataset']} | {half.split('_')[0]} | {r['default']['prompt_tokens']:.0f} / "
-                f"{r['default'][metric]:.3f} | {r['tuned']['prompt_tokens']:.0f} / {r['tuned'][metric]:.3f} "
-                f"| {r['token_reduction']:.2f}x | {r['quality_ratio']:.3f} |"
+                _row(
+                    [
+                        report["dataset"],
+                        half.split("_")[0],
+                        f"{default['prompt_tokens']:.0f} / {default[metric]:.3f}",
+                        f"{tuned['prompt_tokens']:.0f} / {tuned[metric]:.3f}",
+                        f"{r['token_reduction']:.2f}x",
+                        f"{r['quality_ratio']:.3f}",
+                    ]
+                )
             )
     return rows
 
