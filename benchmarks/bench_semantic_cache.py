@@ -40,6 +40,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
+from _provenance import code_line, source_state  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "corpora" / "kestrel"
@@ -48,34 +49,6 @@ WORK = REPO / "benchmarks" / ".work" / "semantic_cache"
 THRESHOLDS = tuple(round(0.80 + 0.01 * i, 2) for i in range(20))
 MAX_FALSE_HIT_RATE = 0.03
 SIZE_CHECKPOINTS = (10, 100, 300, 1000)
-
-
-def source_state() -> dict[str, Any]:
-    """Which library code produced the numbers: git commit, local edits, source hash."""
-    import hashlib
-    import subprocess
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
-        return done.stdout.strip() if done.returncode == 0 else "unavailable"
-
-    digest = hashlib.sha256()
-    for path in sorted((REPO / "ragtrim").rglob("*.py")):
-        digest.update(path.relative_to(REPO).as_posix().encode())
-        digest.update(path.read_bytes())
-    return {
-        "git_commit": git("rev-parse", "HEAD"),
-        "ragtrim_uncommitted_changes": bool(git("status", "--porcelain", "ragtrim")),
-        "ragtrim_source_sha256": digest.hexdigest()[:16],
-    }
-
-
-def code_line(env: dict[str, Any]) -> str:
-    edits = " plus uncommitted edits" if env.get("ragtrim_uncommitted_changes") else ""
-    return (
-        f"Code: commit {str(env.get('git_commit', 'unknown'))[:12]}{edits} (ragtrim source "
-        f"sha256 {env.get('ragtrim_source_sha256', 'unknown')})."
-    )
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -1,0 +1,36 @@
+"""Provenance for benchmark results: which library code produced the numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def source_state() -> dict[str, Any]:
+    """Which library code produced the numbers: git commit, local edits, source hash."""
+    import hashlib
+    import subprocess
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else "unavailable"
+
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "ragtrim").rglob("*.py")):
+        digest.update(path.relative_to(REPO).as_posix().encode())
+        digest.update(path.read_bytes())
+    return {
+        "git_commit": git("rev-parse", "HEAD"),
+        "ragtrim_uncommitted_changes": bool(git("status", "--porcelain", "ragtrim")),
+        "ragtrim_source_sha256": digest.hexdigest()[:16],
+    }
+
+
+def code_line(env: dict[str, Any]) -> str:
+    edits = " plus uncommitted edits" if env.get("ragtrim_uncommitted_changes") else ""
+    return (
+        f"Code: commit {str(env.get('git_commit', 'unknown'))[:12]}{edits} (ragtrim source "
+        f"sha256 {env.get('ragtrim_source_sha256', 'unknown')})."
+    )
