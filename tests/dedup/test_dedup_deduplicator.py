@@ -365,3 +365,28 @@ def test_single_and_empty_inputs_pass_through():
         "tokens_removed": {"overlap": 0, "exact": 0, "near": 0, "semantic": 0},
         "kept": 1,
     }
+
+
+def test_merged_chunks_use_their_members_stored_vectors_without_model_calls():
+    """With an index, a merged chunk's vector is the mean of its members' stored vectors."""
+    text = "Alpha beta gamma. Delta epsilon zeta. Eta theta iota. Kappa lambda mu."
+    first, second = make_chunk("d", text, 0, 36), make_chunk("d", text, 18, 52)
+    other = make_chunk("e", "Nu xi omicron pi.", 0, 17)
+    embedder = BagOfWordsEmbedder()
+    stored = {c.id: embedder.embed([c.text])[0] for c in (first, second, other)}
+
+    class StoredVectors:
+        """A collaborator standing in for the index: it only serves stored chunk vectors."""
+
+        fingerprint = "test"
+
+        def chunk_vector(self, chunk_id):
+            return stored.get(chunk_id)
+
+    ctx = context(embedder)
+    ctx.index = StoredVectors()
+    calls_before = embedder.calls
+    output = Deduplicator(semantic=True).run(ctx, candidates([first, second, other]))
+    assert embedder.calls == calls_before
+    assert [c.chunk.doc_id for c in output.candidates] == ["d", "e"]
+    assert output.candidates[0].chunk.text == text[0:52]
