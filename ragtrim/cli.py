@@ -200,13 +200,26 @@ def bench(
     sweep: Annotated[Path | None, typer.Option("--sweep", help="sweep file (YAML)")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="at most this many queries")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    answerable_only: Annotated[
+        bool,
+        typer.Option(
+            "--answerable-only", help="drop queries without a span answer (e.g. SQuAD 2.0's)"
+        ),
+    ] = False,
 ) -> None:
     """Tokens vs answer quality: baselines and ragtrim systems on one data set."""
     from ragtrim.bench.runner import run_benchmark
 
     with _progress() as progress:
         summary = run_benchmark(
-            dataset, out, config=config, sweep=sweep, limit=limit, seed=seed, progress=progress
+            dataset,
+            out,
+            config=config,
+            sweep=sweep,
+            limit=limit,
+            seed=seed,
+            answerable_only=answerable_only,
+            progress=progress,
         )
     typer.echo(summary)
 
@@ -230,6 +243,12 @@ def tune(
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="at most this many queries")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    answerable_only: Annotated[
+        bool,
+        typer.Option(
+            "--answerable-only", help="drop queries without a span answer (e.g. SQuAD 2.0's)"
+        ),
+    ] = False,
 ) -> None:
     """Find the cheapest profile per task type that keeps quality, and write it into a config."""
     from ragtrim.bench.tune import load_search, tune_profiles
@@ -244,6 +263,7 @@ def tune(
             search=grid,
             limit=limit,
             seed=seed,
+            answerable_only=answerable_only,
             progress=progress,
         )
     typer.echo(summary)

@@ -53,9 +53,23 @@ class CacheSettings(_Strict):
 
 
 class PricingSettings(_Strict):
-    model: str = "gpt-4o-mini"
     #: USD per million input tokens, added to or overriding the built-in table
     prices: dict[str, float] = Field(default_factory=dict)
+    model: str = "gpt-4o-mini"
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, model: str, info) -> str:
+        """A misspelt model must fail when the config is read, not at the first query."""
+        from ragtrim.packing.pricing import INPUT_PRICE_PER_MILLION
+
+        known = {**INPUT_PRICE_PER_MILLION, **info.data.get("prices", {})}
+        if model not in known:
+            raise ValueError(
+                f"no input price for {model!r}; add it under pricing.prices or use one "
+                f"of: {', '.join(sorted(known))}"
+            )
+        return model
 
 
 class StageSpec(_Strict):

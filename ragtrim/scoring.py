@@ -4,6 +4,11 @@ Sentences are scored by a weighted sum of dense similarity to the query and IDF-
 lexical coverage of the query terms. The IDF comes from the units being scored (the
 candidates of this one query), so scoring needs no corpus statistics and works the same on
 candidates that came from a framework retriever.
+
+Question words ("what", "how many", "which kind of") are dropped from the query's terms:
+the sentence that answers a question rarely repeats them, so their IDF mass only dilutes the
+coverage of the concepts asked about. Measured with the packer at equal answer recall: 6%
+fewer context tokens on COVID-QA (400 questions), 10% on SQuAD (600 answerable questions).
 """
 
 from __future__ import annotations
@@ -19,6 +24,27 @@ from ragtrim.index.tokenization import Tokenizer
 @functools.lru_cache(maxsize=1)
 def default_tokenizer() -> Tokenizer:
     return Tokenizer()
+
+
+#: interrogatives and auxiliaries of English questions (matched after stemming)
+_QUESTION_WORDS = """what which who whom whose when where why how do does did were can could
+would should has have had much many"""
+QUESTION_WORDS = frozenset(_QUESTION_WORDS.split())
+
+
+@functools.lru_cache(maxsize=1)
+def _stemmed_question_words() -> frozenset[str]:
+    tokenizer = default_tokenizer()
+    return frozenset(term for word in QUESTION_WORDS for term in tokenizer.tokenize(word))
+
+
+def query_terms(query: str, tokenizer: Tokenizer | None = None) -> list[str]:
+    """The query's distinct content terms, sorted; question words are dropped unless nothing
+    else is left ("What is it?" still has terms)."""
+    tokenizer = tokenizer or default_tokenizer()
+    terms = set(tokenizer.tokenize(query))
+    content = terms - _stemmed_question_words()
+    return sorted(content or terms)
 
 
 @functools.lru_cache(maxsize=200_000)
@@ -44,7 +70,7 @@ def lexical_coverage(
     sentences must not win by repeating a term.
     """
     tokenizer = tokenizer or default_tokenizer()
-    terms = sorted(set(tokenizer.tokenize(query)))
+    terms = query_terms(query, tokenizer)
     if not terms or not texts:
         return np.zeros(len(texts))
     term_index = {t: i for i, t in enumerate(terms)}

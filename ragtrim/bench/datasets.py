@@ -98,6 +98,28 @@ class Dataset:
     def documents_by_id(self) -> dict[str, Document]:
         return {d.id: d for d in self.documents}
 
+    def answerable(self) -> Dataset:
+        """Only the queries with a span answer (SQuAD 2.0's unanswerable half and label-only
+        queries removed): answer recall is defined on these, so token means should be too."""
+        queries = [q for q in self.queries if q.span_answers]
+        if not queries:
+            raise InputError(
+                f"{self.path}: no query has a span answer (answers are all labels or empty)"
+            )
+        if len(queries) == len(self.queries):
+            return self
+        digest = hashlib.sha256(f"{self.fingerprint}|answerable".encode())
+        qrels = None
+        if self.qrels is not None:
+            qrels = {q.id: self.qrels[q.id] for q in queries if q.id in self.qrels}
+        return replace(
+            self,
+            documents=list(self.documents),
+            queries=queries,
+            qrels=qrels,
+            fingerprint=digest.hexdigest()[:16],
+        )
+
     def subset(self, limit: int, seed: int = 0) -> Dataset:
         """At most ``limit`` queries, sampled per task type in proportion to its size.
 

@@ -62,9 +62,13 @@ def grid_systems(grid: Mapping[str, Sequence[Any]], prefix: str = "ragtrim") -> 
     """Cartesian product of ``{"slot.param": [values]}``, one system per combination."""
     keys = sorted(grid)
     for key in keys:
-        if "." not in key:
+        if not isinstance(key, str) or "." not in key:
             raise ConfigError(
                 f"sweep grid key {key!r}: expected 'slot.parameter', e.g. 'packer.budget'"
+            )
+        if not isinstance(grid[key], (list, tuple)) or not grid[key]:
+            raise ConfigError(
+                f"sweep grid key {key!r}: expected a non-empty list of values, got {grid[key]!r}"
             )
     systems = []
     for values in itertools.product(*(grid[k] for k in keys)):

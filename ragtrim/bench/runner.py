@@ -62,27 +62,56 @@ def load_sweep(path: Path | None) -> tuple[list[System], list[str], list[int]]:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read sweep file: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{path}: expected a mapping with systems, grid, baselines and/or k at the top "
+            f"level, got {type(data).__name__}"
+        )
     unknown = set(data) - {"systems", "grid", "baselines", "k"}
     if unknown:
         raise ConfigError(
             f"{path}: unknown key(s) {sorted(unknown)}; valid: systems, grid, baselines, k"
         )
     systems = [System("ragtrim", "ragtrim")]
-    for i, entry in enumerate(data.get("systems") or []):
+    for i, entry in enumerate(_listed(data, "systems", [], path)):
         if not isinstance(entry, Mapping) or "name" not in entry:
             raise ConfigError(f"{path}: systems[{i}] needs a 'name' and optional 'overrides'")
-        systems.append(
-            System(str(entry["name"]), "ragtrim", overrides=entry.get("overrides") or {})
-        )
+        overrides = entry.get("overrides") or {}
+        if not isinstance(overrides, Mapping) or not all(
+            isinstance(p, Mapping) for p in overrides.values()
+        ):
+            raise ConfigError(
+                f"{path}: systems[{i}].overrides: expected a mapping of stage slot to "
+                "parameters, e.g. {packer: {budget: 512}}"
+            )
+        systems.append(System(str(entry["name"]), "ragtrim", overrides=overrides))
     if data.get("grid"):
-        systems.extend(grid_systems(data["grid"]))
-    modes = list(data.get("baselines", BASELINE_MODES))
+        if not isinstance(data["grid"], Mapping):
+            raise ConfigError(f"{path}: grid: expected a mapping of 'slot.parameter' to values")
+        try:
+            systems.extend(grid_systems(data["grid"]))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    modes = _listed(data, "baselines", BASELINE_MODES, path)
     bad = set(modes) - set(BASELINE_MODES)
     if bad:
         raise ConfigError(
             f"{path}: baselines {sorted(bad)} unknown; valid: {', '.join(BASELINE_MODES)}"
         )
-    return systems, modes, list(data.get("k", BASELINE_KS))
+    ks = _listed(data, "k", BASELINE_KS, path)
+    if not all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in ks):
+        raise ConfigError(f"{path}: k: expected a list of positive integers, got {ks!r}")
+    return systems, modes, ks
+
+
+def _listed(data: Mapping[str, Any], key: str, default: Any, path: Path) -> list[Any]:
+    """``data[key]`` as a list (``default`` when absent); a scalar is an error, not iterated."""
+    value = data.get(key, default)
+    if value is None:
+        return list(default)
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{path}: {key}: expected a list, got {value!r}")
+    return list(value)
 
 
 def _environment() -> dict[str, Any]:
@@ -155,11 +184,13 @@ def _markdown(
     info: dict,
     price: float,
     model: str,
+    answerable_only: bool = False,
 ) -> str:
     lines = [
         f"# {dataset.name}: tokens vs {metric.replace('_', ' ')}",
         "",
-        f"{len(dataset.queries)} queries, {len(dataset.documents)} documents, data set fingerprint "
+        f"{len(dataset.queries)} queries{' with a span answer' if answerable_only else ''}, "
+        f"{len(dataset.documents)} documents, data set fingerprint "
         f"`{dataset.fingerprint}`. Context tokens are exact ({info.get('encoding')}); cost is for "
         f"{model} input at ${price * 1e6:.2f} per million tokens.",
         "",
@@ -253,10 +284,13 @@ def run_benchmark(
     sweep: str | Path | None = None,
     limit: int | None = None,
     seed: int = 0,
+    answerable_only: bool = False,
     progress: Progress | None = None,
 ) -> str:
     started = time.perf_counter()
     dataset = load_dataset(dataset_path)
+    if answerable_only:
+        dataset = dataset.answerable()
     if limit is not None:
         dataset = dataset.subset(limit, seed)
     pipe = Pipeline.from_config(config) if config is not None else Pipeline.default()
@@ -296,11 +330,14 @@ def run_benchmark(
         "environment": _environment(),
         "seed": seed,
         "limit": limit,
+        "answerable_only": answerable_only,
         "seconds": round(time.perf_counter() - started, 1),
         "records": compact_records(records),
     }
     (out / "results.json").write_text(json.dumps(result, separators=(",", ":")), encoding="utf-8")
-    markdown = _markdown(dataset, summary, metric, head, front, info, price, pricing.model)
+    markdown = _markdown(
+        dataset, summary, metric, head, front, info, price, pricing.model, answerable_only
+    )
     (out / "results.md").write_text(markdown, encoding="utf-8")
     from ragtrim.bench.plots import plot_tokens_vs_quality
 

@@ -116,12 +116,14 @@ def _compare(
     default = [by_key[(default_name, q)] for q, _ in query_ids]
     tuned = [by_key[(profiles[t].name, q)] for q, t in query_ids]
 
+    def mean(values):  # None, not NaN, for an empty half: the report stays valid JSON
+        return float(np.mean(values)) if values else None
+
     def stats(rows):
-        quality = [r[metric] for r in rows if r.get(metric) is not None]
         return {
-            "prompt_tokens": float(np.mean([r["prompt_tokens"] for r in rows])),
-            "context_tokens": float(np.mean([r["context_tokens"] for r in rows])),
-            metric: float(np.mean(quality)) if quality else None,
+            "prompt_tokens": mean([r["prompt_tokens"] for r in rows]),
+            "context_tokens": mean([r["context_tokens"] for r in rows]),
+            metric: mean([r[metric] for r in rows if r.get(metric) is not None]),
             "queries": len(rows),
         }
 
@@ -130,7 +132,7 @@ def _compare(
     return {
         "default": d,
         "tuned": t,
-        "token_reduction": d["prompt_tokens"] / t["prompt_tokens"],
+        "token_reduction": d["prompt_tokens"] / t["prompt_tokens"] if query_ids else None,
         "quality_ratio": ratio,
     }
 
@@ -144,9 +146,12 @@ def tune_profiles(
     search: Mapping[str, Sequence[Any]] | None = None,
     limit: int | None = None,
     seed: int = 0,
+    answerable_only: bool = False,
     progress: Progress | None = None,
 ) -> str:
     dataset = load_dataset(dataset_path)
+    if answerable_only:
+        dataset = dataset.answerable()
     if limit is not None:
         dataset = dataset.subset(limit, seed)
     pipe = Pipeline.from_config(config) if config is not None else Pipeline.default()
@@ -191,11 +196,20 @@ def tune_profiles(
     lines += [f"| {t} | {s.name} |" for t, s in profiles.items()]
     for half in ("tune_half", "test_half"):
         r = report[half]
+        if not r["default"]["queries"]:
+            lines.append(f"\n{half.replace('_', ' ')}: no queries")
+            continue
         lines.append(
             f"\n{half.replace('_', ' ')}: default "
             f"{r['default']['prompt_tokens']:.0f} prompt tokens, "
-            f"{metric} {r['default'][metric]:.3f}; tuned {r['tuned']['prompt_tokens']:.0f} tokens, "
-            f"{metric} {r['tuned'][metric]:.3f}; {r['token_reduction']:.2f}x fewer tokens, "
-            f"quality ratio {r['quality_ratio']:.3f}"
+            f"{metric} {_shown(r['default'][metric])}; "
+            f"tuned {r['tuned']['prompt_tokens']:.0f} tokens, "
+            f"{metric} {_shown(r['tuned'][metric])}; {r['token_reduction']:.2f}x fewer tokens, "
+            f"quality ratio {_shown(r['quality_ratio'])}"
         )
     return "\n".join(lines)
+
+
+def _shown(value: float | None) -> str:
+    """A quality number for the summary; ``n/a`` when the half has nothing to measure it on."""
+    return "n/a" if value is None else f"{value:.3f}"

@@ -29,12 +29,14 @@ from ragtrim.packing.templates import (
     DEFAULT_INSTRUCTIONS,
     DEFAULT_PASSAGE_HEADER,
     DEFAULT_PROMPT,
+    DEFAULT_SYSTEM_MESSAGE,
     DEFAULT_USER_MESSAGE,
     MESSAGE_OVERHEAD,
     REPLY_OVERHEAD,
     Templates,
     validate_passage_header,
     validate_prompt_template,
+    validate_system_message,
 )
 from ragtrim.query import QueryContext
 from ragtrim.scoring import cosine_to_query, lexical_coverage, minmax
@@ -44,7 +46,7 @@ from ragtrim.types import Candidate, Drop, DropReason, Passage, Span
 ELLIPSIS = " … "
 
 
-@dataclass
+@dataclass(slots=True)
 class _Unit:
     candidate: int
     doc_id: str
@@ -57,6 +59,8 @@ class _Unit:
     truncated: bool = False
     #: a Markdown heading line: a label, never worth selecting on its own
     heading: bool = False
+    #: the document's whitespace just before this unit (rejoins adjacent units verbatim)
+    lead: str = ""
 
 
 @dataclass
@@ -101,7 +105,7 @@ class ContextPacker(Stage):
         ordering: Literal["score", "document", "edges"] = "score"
         overlong: Literal["truncate", "drop"] = "truncate"
         prompt_template: str = DEFAULT_PROMPT
-        system_message: str = DEFAULT_INSTRUCTIONS
+        system_message: str = DEFAULT_SYSTEM_MESSAGE
         user_message: str = DEFAULT_USER_MESSAGE
         instructions: str = DEFAULT_INSTRUCTIONS
         passage_header: str = DEFAULT_PASSAGE_HEADER
@@ -110,6 +114,11 @@ class ContextPacker(Stage):
         @classmethod
         def _template(cls, value: str, info) -> str:
             return validate_prompt_template(value, info.field_name)
+
+        @field_validator("system_message")
+        @classmethod
+        def _system(cls, value: str) -> str:
+            return validate_system_message(value, "system_message")
 
         @field_validator("passage_header")
         @classmethod
@@ -157,23 +166,24 @@ class ContextPacker(Stage):
                 )
         return budget
 
-    def _measure(self, ctx: QueryContext, context: str) -> tuple[object, int, int, int]:
+    def _measure(self, ctx: QueryContext, context: str, count=None) -> tuple[object, int, int, int]:
+        count = count or ctx.counter.count
         rendered = self.templates.render(context, ctx.query)
-        prompt_tokens = ctx.counter.count(rendered.prompt)
+        prompt_tokens = count(rendered.prompt)
         messages_tokens = (
-            sum(ctx.counter.count(m["content"]) + MESSAGE_OVERHEAD for m in rendered.messages)
-            + REPLY_OVERHEAD
+            sum(count(m["content"]) + MESSAGE_OVERHEAD for m in rendered.messages) + REPLY_OVERHEAD
         )
-        return rendered, ctx.counter.count(context), prompt_tokens, messages_tokens
+        return rendered, count(context), prompt_tokens, messages_tokens
 
-    def _fits(
-        self, budget: int | None, context_tokens: int, prompt_tokens: int, messages_tokens: int
-    ) -> bool:
+    def _over_budget(self, ctx: QueryContext, budget: int | None, context: str, count) -> int:
+        """Tokens over the budget (<= 0: fits), counting only what the budget scope needs."""
         if budget is None:
-            return True
+            return 0
         if self.config.budget_scope == "context":
-            return context_tokens <= budget
-        return max(prompt_tokens, messages_tokens) <= budget
+            return count(context) - budget
+        rendered = self.templates.render(context, ctx.query)
+        messages = sum(count(m["content"]) + MESSAGE_OVERHEAD for m in rendered.messages)
+        return max(count(rendered.prompt), messages + REPLY_OVERHEAD) - budget
 
     # ------------------------------------------------------------------ run
     def run(
@@ -210,27 +220,23 @@ class ContextPacker(Stage):
             else:
                 usable.append(candidate)
 
-        units, vectors = self._units(ctx, usable)
+        units, vectors, coverage = self._units(ctx, usable)
         capacity = None if budget is None else budget - fixed
         chosen, eligible = self._select(units, vectors, capacity)
-        if not chosen and eligible.size and capacity is not None and cfg.overlong == "truncate":
-            chosen = self._truncate_best(ctx, units, int(eligible[0]), capacity)
-            if chosen:
-                notes.append(
-                    "the best unit alone exceeded the budget and was truncated on a token boundary"
-                )
         chosen = self._with_extras(units, chosen, usable)
+        fitted = self._fit_exactly(ctx, budget, units, chosen, usable)
+        if not fitted[0] and eligible.size and capacity is not None and cfg.overlong == "truncate":
+            truncated = self._truncate_best(ctx, units, int(eligible[0]), capacity)
+            if truncated:
+                fitted = self._fit_exactly(ctx, budget, units, truncated, usable)
+                if fitted[0]:
+                    notes.append(
+                        "the best unit alone exceeded the budget and was truncated on a token "
+                        "boundary"
+                    )
+        chosen, context, passages, rendered, context_tokens, prompt_tokens, messages_tokens = fitted
 
-        # exact accounting: remove the least valuable unit until the emitted prompt fits
-        while True:
-            context, passages = self._render(units, chosen, usable)
-            rendered, context_tokens, prompt_tokens, messages_tokens = self._measure(ctx, context)
-            if self._fits(budget, context_tokens, prompt_tokens, messages_tokens) or not chosen:
-                break
-            weakest = min(chosen, key=lambda i: (units[i].value, -i))
-            chosen = [i for i in chosen if i != weakest]
-
-        drops.extend(self._drops(units, chosen, eligible, usable, ctx))
+        drops.extend(self._drops(units, coverage, chosen, eligible, usable))
         static_tokens = ctx.counter.count(rendered.static_prefix)  # type: ignore[attr-defined]
         return PackResult(
             prompt=rendered.prompt,  # type: ignore[attr-defined]
@@ -252,16 +258,50 @@ class ContextPacker(Stage):
             },
         )
 
+    def _fit_exactly(self, ctx, budget, units, chosen, candidates):
+        """Exact accounting: the emitted prompt is counted with the real tokenizer and, while it
+        is over budget, the least valuable units are removed, as many at a time as their
+        estimated costs say are needed (selection costs are estimates, so this check runs on
+        every call). Returns the kept units, the context, passages and exact counts."""
+        counted: dict[str, int] = {}
+
+        def count(text: str) -> int:
+            if text not in counted:
+                counted[text] = ctx.counter.count(text)
+            return counted[text]
+
+        by_value = sorted(chosen, key=lambda i: (-units[i].value, i))
+        position = {i: rank for rank, i in enumerate(chosen)}
+        keep = len(by_value)
+        while True:
+            kept = sorted(by_value[:keep], key=position.__getitem__)
+            context, passages = self._render(units, kept, candidates)
+            excess = self._over_budget(ctx, budget, context, count)
+            # keeping nothing always fits: the template alone was checked against the budget
+            if excess <= 0 or keep == 0:
+                break
+            removed = 0
+            while keep > 0 and (removed < excess or removed == 0):
+                keep -= 1
+                removed += units[by_value[keep]].cost
+        rendered, context_tokens, prompt_tokens, messages_tokens = self._measure(
+            ctx, context, count
+        )
+        return kept, context, passages, rendered, context_tokens, prompt_tokens, messages_tokens
+
     # ------------------------------------------------------------------ units
     def _units(
         self, ctx: QueryContext, candidates: list[Candidate]
-    ) -> tuple[list[_Unit], np.ndarray | None]:
+    ) -> tuple[list[_Unit], np.ndarray | None, list[list[int]]]:
+        """Units, their sentence vectors, and per candidate the units that cover its text (a
+        sentence shared by overlapping candidates is one unit, owned by the first)."""
         cfg = self.config
         if not candidates:
-            return [], None
+            return [], None, []
         chunk_score = minmax(np.array([c.score for c in candidates]))
         units: list[_Unit] = []
         seen: dict[tuple[str, int, int], int] = {}
+        coverage: list[list[int]] = []
         unit_vectors: list[np.ndarray] = []
         for ci, candidate in enumerate(candidates):
             chunk = candidate.chunk
@@ -278,21 +318,35 @@ class ContextPacker(Stage):
             # the rendered prompt is counted exactly afterwards and trimmed until it fits
             tokens_per_char = chunk.token_count / max(len(chunk.text), 1)
             title, prior = chunk.title, float(chunk_score[ci])
-            kept = []
+            kept, covering = [], []
             for si, (a, b) in enumerate(spans):
                 key = (chunk.doc_id, chunk.start + a, chunk.start + b)
                 if key in seen:
+                    covering.append(seen[key])
                     continue
                 seen[key] = len(units)
+                covering.append(len(units))
                 text = chunk.text[a:b]
+                before = chunk.text[max(0, a - 16) : a]
+                lead = before[len(before.rstrip()) :]
                 heading = cfg.granularity == "sentence" and text.startswith("#")
                 cost = max(1, round(tokens_per_char * (b - a))) + 1
                 units.append(
                     _Unit(
-                        ci, chunk.doc_id, title, key[1], key[2], text, prior, cost, heading=heading
+                        ci,
+                        chunk.doc_id,
+                        title,
+                        key[1],
+                        key[2],
+                        text,
+                        prior,
+                        cost,
+                        heading=heading,
+                        lead=lead,
                     )
                 )
                 kept.append(si)
+            coverage.append(covering)
             if vectors is not None and kept:
                 unit_vectors.append(vectors[kept])
         texts = [u.text for u in units]
@@ -316,7 +370,7 @@ class ContextPacker(Stage):
         vectors = (
             np.concatenate(unit_vectors) if unit_vectors and cfg.granularity == "sentence" else None
         )
-        return units, vectors
+        return units, vectors, coverage
 
     def _select(
         self, units: list[_Unit], vectors: np.ndarray | None, capacity: int | None
@@ -443,14 +497,10 @@ class ContextPacker(Stage):
             blocks.append(f"{self._header(number, unit)}\n{candidate.chunk.text}")
         return "\n\n".join(blocks)
 
-    def _drops(self, units, chosen, eligible, candidates, ctx) -> list[Drop]:
+    def _drops(self, units, coverage, chosen, eligible, candidates) -> list[Drop]:
         chosen_set, eligible_set = set(chosen), set(int(i) for i in eligible)
-        per_candidate: dict[int, list[int]] = {}
-        for i, unit in enumerate(units):
-            per_candidate.setdefault(unit.candidate, []).append(i)
         drops = []
-        for ci, candidate in enumerate(candidates):
-            members = per_candidate.get(ci, [])
+        for candidate, members in zip(candidates, coverage, strict=True):
             kept = [i for i in members if i in chosen_set]
             tokens = candidate.chunk.token_count
             if not kept:
@@ -472,19 +522,17 @@ class ContextPacker(Stage):
 
 
 def _join_spans(units: list[_Unit]) -> tuple[str, list[Span]]:
-    """Document-ordered text of one document's units: contained units vanish, overlapping or
-    touching units merge, gaps get an ellipsis."""
+    """Document-ordered text of one document's units: contained units vanish, overlapping
+    units and units separated only by whitespace merge (with the document's own whitespace,
+    so every span is verbatim document text); real gaps get an ellipsis."""
     parts: list[str] = []
     spans: list[list[int]] = []
     for unit in units:
         if spans and unit.end <= spans[-1][1]:
             continue
-        if spans and unit.start <= spans[-1][1] + 2:
-            overlap = spans[-1][1] - unit.start
-            if overlap > 0:
-                parts.append(unit.text[overlap:])
-            else:
-                parts.append(" " + unit.text)
+        gap = unit.start - spans[-1][1] if spans else None
+        if gap is not None and (gap <= 0 or gap == len(unit.lead)):
+            parts.append(unit.text[-gap:] if gap < 0 else unit.lead + unit.text)
             spans[-1][1] = unit.end
             continue
         if parts:

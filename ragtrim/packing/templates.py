@@ -19,6 +19,8 @@ DEFAULT_INSTRUCTIONS = (
 )
 DEFAULT_PROMPT = "{instructions}\n\nContext:\n{context}\n\nQuestion: {question}\nAnswer:"
 DEFAULT_USER_MESSAGE = "Context:\n{context}\n\nQuestion: {question}"
+#: the chat system message carries the (configurable) instructions
+DEFAULT_SYSTEM_MESSAGE = "{instructions}"
 DEFAULT_PASSAGE_HEADER = "[{n}] {source}"
 SLOTS = {"instructions", "context", "question"}
 PASSAGE_SLOTS = {"n", "source", "title", "doc_id"}
@@ -64,6 +66,16 @@ def validate_prompt_template(template: str, field_name: str) -> str:
     return template
 
 
+def validate_system_message(template: str, field_name: str) -> str:
+    """Any of the prompt slots may appear (none is required): an empty message is omitted."""
+    unknown = template_slots(template, field_name) - SLOTS
+    if unknown:
+        raise ConfigError(
+            f"{field_name}: unknown slot(s) {sorted(unknown)}; valid slots: {sorted(SLOTS)}"
+        )
+    return template
+
+
 def validate_passage_header(template: str, field_name: str) -> str:
     slots = template_slots(template, field_name)
     unknown = slots - PASSAGE_SLOTS
@@ -88,7 +100,7 @@ class Rendered:
 @dataclass(frozen=True)
 class Templates:
     prompt: str = DEFAULT_PROMPT
-    system: str = DEFAULT_INSTRUCTIONS
+    system: str = DEFAULT_SYSTEM_MESSAGE
     user: str = DEFAULT_USER_MESSAGE
     instructions: str = DEFAULT_INSTRUCTIONS
 

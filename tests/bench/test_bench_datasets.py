@@ -355,3 +355,20 @@ def test_subset_largest_remainder_and_whole_set():
     assert whole.queries == ds.queries and whole.fingerprint == ds.fingerprint
     with pytest.raises(InputError, match="positive integer"):
         ds.subset(0)
+
+
+def test_answerable_keeps_span_answer_queries_only():
+    queries = [
+        Query(id="span", question="q?", answers=("Paris",)),
+        Query(id="none", question="q?", task_type="unanswerable"),
+        Query(id="label", question="q?", answers=("yes",)),
+    ]
+    ds = Dataset("mixed", Path("."), [Document(id="d", text="t")], queries, None, "0" * 16)
+    kept = ds.answerable()
+    assert [q.id for q in kept.queries] == ["span"]
+    assert kept.fingerprint != ds.fingerprint
+    assert len(ds.queries) == 3
+    only_span = Dataset("s", Path("."), ds.documents, queries[:1], None, "1" * 16)
+    assert only_span.answerable() is only_span
+    with pytest.raises(InputError, match="no query has a span answer"):
+        Dataset("l", Path("x"), ds.documents, queries[1:], None, "2" * 16).answerable()
