@@ -44,6 +44,8 @@ def _headline_rows() -> list[str]:
         if head.get("reached"):
             cheapest = f"{head['system']}: {head['context_tokens']:.0f} / {head['quality']:.3f}"
             ratio = f"**{head['token_ratio']:.2f}x**"
+            if head["token_ratio"] < 1:
+                ratio += f" ({1 / head['token_ratio']:.2f}x more tokens)"
         else:
             cheapest = f"not reached (best {head.get('best_ragtrim_quality', float('nan')):.3f})"
             ratio = "—"
@@ -67,9 +69,10 @@ def _tuning_rows() -> list[str]:
     header = [
         "data set",
         "half",
-        "default: prompt tokens / quality",
-        "tuned: prompt tokens / quality",
-        "token reduction",
+        "default: prompt (context) tokens / quality",
+        "tuned: prompt (context) tokens / quality",
+        "prompt token reduction",
+        "context token reduction",
         "quality ratio",
     ]
     rows = [_row(header), "|" + "---|" * len(header)]
@@ -84,9 +87,12 @@ def _tuning_rows() -> list[str]:
                     [
                         report["dataset"],
                         half.split("_")[0],
-                        f"{default['prompt_tokens']:.0f} / {default[metric]:.3f}",
-                        f"{tuned['prompt_tokens']:.0f} / {tuned[metric]:.3f}",
+                        f"{default['prompt_tokens']:.0f} ({default['context_tokens']:.0f}) / "
+                        f"{default[metric]:.3f}",
+                        f"{tuned['prompt_tokens']:.0f} ({tuned['context_tokens']:.0f}) / "
+                        f"{tuned[metric]:.3f}",
                         f"{r['token_reduction']:.2f}x",
+                        f"{r['context_token_reduction']:.2f}x",
                         f"{r['quality_ratio']:.3f}",
                     ]
                 )

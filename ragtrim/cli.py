@@ -249,6 +249,13 @@ def tune(
             "--answerable-only", help="drop queries without a span answer (e.g. SQuAD 2.0's)"
         ),
     ] = False,
+    prior_queries: Annotated[
+        float,
+        typer.Option(
+            "--prior-queries",
+            help="shrink each task type's quality towards all types' (as if N more queries)",
+        ),
+    ] = 5.0,
 ) -> None:
     """Find the cheapest profile per task type that keeps quality, and write it into a config."""
     from ragtrim.bench.tune import load_search, tune_profiles
@@ -264,6 +271,7 @@ def tune(
             limit=limit,
             seed=seed,
             answerable_only=answerable_only,
+            prior_queries=prior_queries,
             progress=progress,
         )
     typer.echo(summary)

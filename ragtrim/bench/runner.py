@@ -170,9 +170,18 @@ def headline(
         system=name,
         quality=summary[name][metric]["mean"],
         context_tokens=tokens,
-        token_ratio=base_tokens / tokens if tokens else float("inf"),
+        # None rather than inf: results.json must stay valid JSON
+        token_ratio=base_tokens / tokens if tokens else None,
     )
     return result
+
+
+def _ratio_words(ratio: float | None) -> str:
+    if ratio is None:
+        return "no context tokens at all"
+    if ratio >= 1:
+        return f"{ratio:.2f}x fewer tokens"
+    return f"{1 / ratio:.2f}x more tokens"
 
 
 def _markdown(
@@ -201,8 +210,7 @@ def _markdown(
                 f"**Headline:** {head['system']} reaches {metric} {head['quality']:.3f} "
                 f"(naive hybrid top-5: {head['baseline_quality']:.3f}) with "
                 f"{head['context_tokens']:.0f} context tokens instead of "
-                f"{head['baseline_context_tokens']:.0f}: "
-                f"**{head['token_ratio']:.2f}x fewer tokens**."
+                f"{head['baseline_context_tokens']:.0f}: **{_ratio_words(head['token_ratio'])}**."
             )
         else:
             lines.append(

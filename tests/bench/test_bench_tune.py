@@ -122,6 +122,24 @@ def test_choose_profiles_returns_the_system_objects() -> None:
     assert choose_profiles(table, systems, 0.95) == {"t": systems[1]}
 
 
+def test_prior_queries_shrink_a_small_task_type_towards_the_pooled_quality() -> None:
+    """A 4-query task type where the cheap profile looks perfect by luck, while over the
+    40 queries of the other type it loses a third of the answers."""
+    systems = [System("default", "ragtrim"), System("cheap", "ragtrim")]
+    table = {
+        ("default", "small"): {"tokens": 100.0, "quality": 1.0, "n": 4, "n_quality": 4},
+        ("cheap", "small"): {"tokens": 30.0, "quality": 1.0, "n": 4, "n_quality": 4},
+        ("default", "big"): {"tokens": 100.0, "quality": 0.9, "n": 40, "n_quality": 40},
+        ("cheap", "big"): {"tokens": 30.0, "quality": 0.6, "n": 40, "n_quality": 40},
+    }
+    assert choose_profiles(table, systems, 0.95)["small"].name == "cheap"
+    # pooled: default 0.909, cheap 0.636; with 5 prior queries the small type's cheap quality
+    # becomes (4 * 1.0 + 5 * 0.636) / 9 = 0.798 < 0.95 * (4 + 5 * 0.909) / 9 = 0.902
+    shrunk = choose_profiles(table, systems, 0.95, prior_queries=5)
+    assert shrunk["small"].name == "default"
+    assert shrunk["big"].name == "default"
+
+
 # --- tune_profiles --------------------------------------------------------------------------
 
 
