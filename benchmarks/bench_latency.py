@@ -13,7 +13,10 @@ Reads ``<repo>/../shared/datasets/scifact`` (skips with a message when absent) a
   (one MiniLM call per query); three more passes are warm (the vector comes from the cache).
   Twenty train claims warm the process up first (model loaded, code paths hot).
 - Packing: ``ContextPacker.run`` (default budget) on exactly 50 candidates (the reranked list
-  before dedup), and on the dedup output as in the real path.
+  before dedup), twice per claim: the first call sees most of its sentences for the first time
+  in the process and tokenises them for lexical coverage; the repeat finds their terms in the
+  in-process cache, as traffic over one corpus does once its sentences have been seen. Then on
+  the dedup output, as in the real path.
 - ``Pipeline.run`` with the retrieval cache disabled is timed too (packing included), as a
   check that the stage-by-stage numbers match what users see.
 - Cross-encoder: no real cross-encoder weights exist offline, so ``CrossEncoderReranker`` runs a
@@ -158,12 +161,13 @@ def time_calls(function: Callable[[], Any], repeat: int = 1) -> float:
 
 def packing(pipe, runs) -> dict[str, Any]:
     packer = pipe.stages["packer"]
-    exact_50, real_path, tokens = [], [], []
+    exact_50, repeat_50, real_path, tokens = [], [], [], []
     for run in runs:
         ctx = run["ctx"]
         head = run["outputs"]["reranker"][:PACK_CANDIDATES]
         if len(head) == PACK_CANDIDATES:
             exact_50.append(time_calls(lambda h=head, c=ctx: packer.run(c, copies(h))))
+            repeat_50.append(time_calls(lambda h=head, c=ctx: packer.run(c, copies(h))))
         deduped = run["outputs"]["dedup"]
         real_path.append(time_calls(lambda d=deduped, c=ctx: packer.run(c, copies(d))))
         tokens.append(packer.run(ctx, copies(deduped)).context_tokens)
@@ -171,6 +175,7 @@ def packing(pipe, runs) -> dict[str, Any]:
         "budget": packer.config.budget,
         "granularity": packer.config.granularity,
         "exactly_50_candidates_ms": summary(exact_50),
+        "exactly_50_candidates_repeat_ms": summary(repeat_50),
         "after_dedup_ms": summary(real_path),
         "context_tokens": summary(tokens),
         "target_p50_ms": 5,
@@ -326,7 +331,9 @@ def main() -> int:
     packed = packing(pipe, warm_passes[-1]["_runs"])
     print(
         f"  packing 50 candidates: p50 {packed['exactly_50_candidates_ms']['p50']:.2f} ms, "
-        f"p95 {packed['exactly_50_candidates_ms']['p95']:.2f} ms",
+        f"p95 {packed['exactly_50_candidates_ms']['p95']:.2f} ms (repeat: p50 "
+        f"{packed['exactly_50_candidates_repeat_ms']['p50']:.2f}, p95 "
+        f"{packed['exactly_50_candidates_repeat_ms']['p95']:.2f})",
         flush=True,
     )
     index_dir = Path(index_info.get("index") or index_info["index_dir"])
@@ -392,8 +399,11 @@ def render_markdown(r: dict) -> str:
         f"{warm['target_p50_ms']} |",
         f"| same, cold query-embedding cache (1 MiniLM call per query) | "
         f"{_pp(cold['total_ms'])} | |",
-        f"| packing, exactly {PACK_CANDIDATES} candidates | "
-        f"{_pp(pack['exactly_50_candidates_ms'], 2)} | p50 <= {pack['target_p50_ms']} |",
+        f"| packing, exactly {PACK_CANDIDATES} candidates, sentences seen for the first time | "
+        f"{_pp(pack['exactly_50_candidates_ms'], 2)} | p50, p95 <= {pack['target_p50_ms']} |",
+        f"| packing, exactly {PACK_CANDIDATES} candidates, repeat (sentence terms cached) | "
+        f"{_pp(pack['exactly_50_candidates_repeat_ms'], 2)} | p50, p95 <= "
+        f"{pack['target_p50_ms']} |",
         f"| packing, dedup output (real path) | {_pp(pack['after_dedup_ms'], 2)} | |",
         f"| `Pipeline.run` end to end (packing included, retrieval cache off) | "
         f"{_pp(run['total_ms'])} | |",

@@ -36,6 +36,7 @@ class IndexView(Protocol):
     def alive_mask(self) -> np.ndarray: ...
     def chunk_vector(self, chunk_id: str) -> np.ndarray | None: ...
     def sentence_vectors_of(self, chunk_id: str) -> np.ndarray | None: ...
+    def sentence_terms_of(self, chunk_id: str) -> tuple[Any, list[np.ndarray]] | None: ...
     def chunk_at(self, row: int) -> Chunk: ...
     def bm25_search(
         self, query: str, k: int, mask: np.ndarray | None
@@ -94,6 +95,16 @@ class QueryContext:
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         return self._require_embedder().embed(texts)
+
+    def sentence_term_ids(self, chunk: Chunk) -> tuple[Any, list[np.ndarray]] | None:
+        """``(terms, ids per sentence)`` as stored at ingestion (``terms`` maps a term to its
+        id), or ``None`` for a chunk the index does not hold (scoring tokenises its text)."""
+        if self.index is None:
+            return None
+        stored = self.index.sentence_terms_of(chunk.id)
+        if stored is None or len(stored[1]) != (len(chunk.sentences) or 1):
+            return None
+        return stored
 
     def _require_embedder(self) -> Embedder:
         if self.embedder is None:

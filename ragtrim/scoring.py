@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -48,8 +49,9 @@ def query_terms(query: str, tokenizer: Tokenizer | None = None) -> list[str]:
 
 
 @functools.lru_cache(maxsize=200_000)
-def _cached_terms(text: str) -> frozenset[str]:
-    """Sentences recur across queries (the same corpus answers them all): tokenise each once."""
+def sentence_terms(text: str) -> frozenset[str]:
+    """The terms of a text as scoring sees them. Cached: candidates that are not stored in an
+    index (framework documents, merged chunks) recur across queries too."""
     return frozenset(default_tokenizer().tokenize(text))
 
 
@@ -62,28 +64,57 @@ def minmax(values: np.ndarray) -> np.ndarray:
 
 
 def lexical_coverage(
-    query: str, texts: Sequence[str], tokenizer: Tokenizer | None = None
+    query: str,
+    texts: Sequence[str],
+    tokenizer: Tokenizer | None = None,
+    stored: tuple[Any, Sequence[np.ndarray | None]] | None = None,
 ) -> np.ndarray:
     """Share of the query's IDF mass that each text contains (0..1), IDF over ``texts``.
 
     Coverage rather than BM25: a sentence either mentions a query concept or not, and long
-    sentences must not win by repeating a term.
+    sentences must not win by repeating a term. ``stored`` = ``(terms, ids)`` gives texts'
+    term ids as stored at ingestion (:mod:`ragtrim.index.sentence_terms`; ``terms.term_id``
+    maps a term to its id); texts whose entry is ``None`` are tokenised.
     """
     tokenizer = tokenizer or default_tokenizer()
     terms = query_terms(query, tokenizer)
     if not terms or not texts:
         return np.zeros(len(texts))
+    present = np.zeros((len(texts), len(terms)), dtype=bool)
+    pending = range(len(texts))
+    if stored is not None:
+        vocabulary, id_rows = stored
+        pending = [row for row, ids in enumerate(id_rows) if ids is None]
+        _mark_stored(present, terms, vocabulary, id_rows)
     term_index = {t: i for i, t in enumerate(terms)}
     wanted = frozenset(terms)
-    present = np.zeros((len(texts), len(terms)), dtype=bool)
-    tokenize = _cached_terms if tokenizer is default_tokenizer() else tokenizer.tokenize
-    for row, tokens in enumerate(map(tokenize, texts)):
-        for token in wanted.intersection(tokens):
+    tokenize = sentence_terms if tokenizer is default_tokenizer() else tokenizer.tokenize
+    for row in pending:
+        for token in wanted.intersection(tokenize(texts[row])):
             present[row, term_index[token]] = True
     df = present.sum(axis=0)
     idf = np.log(1.0 + (len(texts) - df + 0.5) / (df + 0.5))
     total = idf.sum()
     return (present @ idf) / total if total > 0 else np.zeros(len(texts))
+
+
+def _mark_stored(
+    present: np.ndarray, terms: list[str], vocabulary: Any, id_rows: Sequence[np.ndarray | None]
+) -> None:
+    """Set ``present[row, j]`` where stored row ``row`` holds query term ``j``: one vectorised
+    lookup over all rows' ids instead of a set intersection per row."""
+    known = [(vocabulary.term_id(t), j) for j, t in enumerate(terms)]
+    known = sorted((term_id, j) for term_id, j in known if term_id is not None)
+    rows = [(row, ids) for row, ids in enumerate(id_rows) if ids is not None and len(ids)]
+    if not known or not rows:
+        return
+    query_ids = np.array([term_id for term_id, _ in known], dtype=np.int64)
+    columns = np.array([j for _, j in known], dtype=np.int64)
+    all_ids = np.concatenate([ids for _, ids in rows])
+    row_of = np.repeat([row for row, _ in rows], [len(ids) for _, ids in rows])
+    position = np.minimum(np.searchsorted(query_ids, all_ids), len(query_ids) - 1)
+    hit = query_ids[position] == all_ids
+    present[row_of[hit], columns[position[hit]]] = True
 
 
 def cosine_to_query(query_vector: np.ndarray, vectors: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ragtrim.errors import IndexStoreError, InputError
 from ragtrim.index.bm25 import BM25Index
 from ragtrim.index.dense import DenseIndex
+from ragtrim.index.sentence_terms import SentenceTerms
 from ragtrim.index.tokenization import Tokenizer
 from ragtrim.types import Chunk, Document
 
@@ -145,6 +146,7 @@ class HybridIndex:
         self._chunk_row: dict[str, int] = {}
         self.sentence_vectors = np.zeros((0, dimension or 0), dtype=np.float32)
         self.sentence_offsets = np.zeros(1, dtype=np.int64)
+        self.sentence_terms = SentenceTerms()
         self.fingerprint = "empty"
         self._last_bm25: tuple[str, np.ndarray] | None = None
 
@@ -305,6 +307,7 @@ class HybridIndex:
         )
         if len(sentence_vectors):
             self.sentence_vectors = np.vstack([self.sentence_vectors, sentence_vectors])
+        self.sentence_terms.append(chunks)
         self._last_bm25 = None
 
     def delete(self, doc_ids: Sequence[str]) -> int:
@@ -361,6 +364,7 @@ class HybridIndex:
             else self.sentence_vectors[:0]
         )
         self.sentence_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.sentence_terms.take(keep)
         self.chunk_doc_rows = np.asarray(
             [doc_map[int(r)] for r in self.chunk_doc_rows[keep]], dtype=np.int64
         )
@@ -413,6 +417,10 @@ class HybridIndex:
         start, end = self.sentence_offsets[row], self.sentence_offsets[row + 1]
         return self.sentence_vectors[start:end] if end > start else None
 
+    def sentence_terms_of(self, chunk_id: str) -> tuple[SentenceTerms, list[np.ndarray]] | None:
+        row = self._live_row(chunk_id)
+        return None if row is None else (self.sentence_terms, self.sentence_terms.of_row(row))
+
     def _bm25_all(self, query: str) -> np.ndarray:
         if self._last_bm25 is None or self._last_bm25[0] != query:
             self._last_bm25 = (query, self.bm25.scores(self.tokenizer.tokenize(query)))
@@ -459,6 +467,7 @@ class HybridIndex:
             ("sentence_offsets.npy", self.sentence_offsets),
         ):
             np.save(directory / name, array, allow_pickle=False)
+        self.sentence_terms.save(directory)
         (directory / "bm25").mkdir()
         self.bm25.save(directory / "bm25")
         if self.dense is not None:
@@ -503,6 +512,7 @@ class HybridIndex:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise IndexStoreError(f"{directory}: cannot read index files: {exc}") from None
         index._check_loaded(directory)
+        index.sentence_terms = SentenceTerms.load(directory, index.chunks)
         index.bm25 = BM25Index.load(directory / "bm25")
         if dimension:
             index.dense = DenseIndex.load(

@@ -303,6 +303,9 @@ class ContextPacker(Stage):
         seen: dict[tuple[str, int, int], int] = {}
         coverage: list[list[int]] = []
         unit_vectors: list[np.ndarray] = []
+        term_ids: list[np.ndarray | None] = []
+        vocabulary = None
+        stored_terms = cfg.granularity == "sentence" and cfg.lexical_weight > 0
         for ci, candidate in enumerate(candidates):
             chunk = candidate.chunk
             if cfg.granularity == "chunk":
@@ -318,6 +321,9 @@ class ContextPacker(Stage):
             # the rendered prompt is counted exactly afterwards and trimmed until it fits
             tokens_per_char = chunk.token_count / max(len(chunk.text), 1)
             title, prior = chunk.title, float(chunk_score[ci])
+            stored = ctx.sentence_term_ids(chunk) if stored_terms else None
+            if stored is not None:
+                vocabulary = stored[0]
             kept, covering = [], []
             for si, (a, b) in enumerate(spans):
                 key = (chunk.doc_id, chunk.start + a, chunk.start + b)
@@ -346,6 +352,7 @@ class ContextPacker(Stage):
                     )
                 )
                 kept.append(si)
+                term_ids.append(stored[1][si] if stored is not None else None)
             coverage.append(covering)
             if vectors is not None and kept:
                 unit_vectors.append(vectors[kept])
@@ -358,7 +365,11 @@ class ContextPacker(Stage):
                 ctx.query_vector(), ctx.chunk_vectors([c.chunk for c in candidates])
             )
         lexical = (
-            lexical_coverage(ctx.query, texts) if cfg.lexical_weight > 0 else np.zeros(len(units))
+            lexical_coverage(
+                ctx.query, texts, stored=None if vocabulary is None else (vocabulary, term_ids)
+            )
+            if cfg.lexical_weight > 0
+            else np.zeros(len(units))
         )
         total = cfg.dense_weight + cfg.lexical_weight + cfg.chunk_weight or 1.0
         for i, unit in enumerate(units):

@@ -38,6 +38,9 @@ class TableIndex:
     def sentence_vectors_of(self, chunk_id):
         return None
 
+    def sentence_terms_of(self, chunk_id):
+        return None
+
 
 DOCUMENTS = [
     {"tenant": "acme", "product": "api", "updated": "2025-01-10"},
