@@ -13,10 +13,9 @@ Reads ``<repo>/../shared/datasets/scifact`` (skips with a message when absent) a
   (one MiniLM call per query); three more passes are warm (the vector comes from the cache).
   Twenty train claims warm the process up first (model loaded, code paths hot).
 - Packing: ``ContextPacker.run`` (default budget) on exactly 50 candidates (the reranked list
-  before dedup), twice per claim: the first call sees most of its sentences for the first time
-  in the process and tokenises them for lexical coverage; the repeat finds their terms in the
-  in-process cache, as traffic over one corpus does once its sentences have been seen. Then on
-  the dedup output, as in the real path.
+  before dedup), twice per claim: the first call is the first time this process packs most of
+  these sentences (nothing of theirs is in CPU caches or in-process caches), the second repeats
+  it. Then on the dedup output, as in the real path.
 - ``Pipeline.run`` with the retrieval cache disabled is timed too (packing included), as a
   check that the stage-by-stage numbers match what users see.
 - Cross-encoder: no real cross-encoder weights exist offline, so ``CrossEncoderReranker`` runs a
@@ -399,9 +398,9 @@ def render_markdown(r: dict) -> str:
         f"{warm['target_p50_ms']} |",
         f"| same, cold query-embedding cache (1 MiniLM call per query) | "
         f"{_pp(cold['total_ms'])} | |",
-        f"| packing, exactly {PACK_CANDIDATES} candidates, sentences seen for the first time | "
+        f"| packing, exactly {PACK_CANDIDATES} candidates, first call per claim | "
         f"{_pp(pack['exactly_50_candidates_ms'], 2)} | p50, p95 <= {pack['target_p50_ms']} |",
-        f"| packing, exactly {PACK_CANDIDATES} candidates, repeat (sentence terms cached) | "
+        f"| packing, exactly {PACK_CANDIDATES} candidates, same call repeated | "
         f"{_pp(pack['exactly_50_candidates_repeat_ms'], 2)} | p50, p95 <= "
         f"{pack['target_p50_ms']} |",
         f"| packing, dedup output (real path) | {_pp(pack['after_dedup_ms'], 2)} | |",
