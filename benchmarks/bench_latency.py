@@ -206,8 +206,9 @@ def pipeline_run(index_dir: Path, config: dict[str, Any], questions: list[str]) 
 
 
 def cross_encoder(pipe, questions: list[str], warm_runs) -> dict[str, Any]:
-    """The tiny cross-encoder's rerank stage with torch's default threads and with one thread
-    (interleaved rounds over the same queries), then the whole path with the faster setting."""
+    """The tiny cross-encoder's rerank stage with torch's default thread count and with one
+    thread (its ``threads`` setting; interleaved rounds over the same queries), then the whole
+    path with the faster setting."""
     import torch
 
     sys.path.insert(0, str(REPO / "tests"))
@@ -218,26 +219,27 @@ def cross_encoder(pipe, questions: list[str], warm_runs) -> dict[str, Any]:
     directory = WORK / "tiny-cross-encoder"
     if not (directory / "config.json").is_file():
         build_tiny_cross_encoder(directory)
-    reranker = CrossEncoderReranker(model=str(directory), depth=PACK_CANDIDATES)
-    reranker.warm_up()
     default_threads = torch.get_num_threads()
+    rerankers = {
+        threads: CrossEncoderReranker(model=str(directory), depth=PACK_CANDIDATES, threads=threads)
+        for threads in (default_threads, 1)
+    }
     runs = warm_runs[:CROSS_ENCODER_QUERIES]
-    for run in runs[:WARM_UP_QUERIES]:
-        reranker.run(run["ctx"], copies(run["outputs"]["retriever"]))
+    for reranker in rerankers.values():
+        reranker.warm_up()
+        for run in runs[:WARM_UP_QUERIES]:
+            reranker.run(run["ctx"], copies(run["outputs"]["retriever"]))
     before = load_average()
-    stage: dict[int, list[float]] = {default_threads: [], 1: []}
+    stage: dict[int, list[float]] = {threads: [] for threads in rerankers}
     for _ in range(2):
-        for threads in stage:
-            torch.set_num_threads(threads)
+        for threads, reranker in rerankers.items():
             for run in runs:
                 retrieved = run["outputs"]["retriever"]
                 stage[threads].append(
-                    time_calls(lambda r=retrieved, c=run["ctx"]: reranker.run(c, copies(r)))
+                    time_calls(lambda r=retrieved, c=run["ctx"], s=reranker: s.run(c, copies(r)))
                 )
     faster = min(stage, key=lambda t: statistics.median(stage[t]))
-    torch.set_num_threads(faster)
-    path = timed_pass(pipe, questions, reranker)
-    torch.set_num_threads(default_threads)
+    path = timed_pass(pipe, questions, rerankers[faster])
     return {
         "model": "tiny random BERT (2 layers, 32 hidden, MiniLM tokenizer) - LOWER BOUND",
         "depth": PACK_CANDIDATES,
@@ -460,8 +462,8 @@ def render_markdown(r: dict) -> str:
             f"{t} torch thread(s) {_pp(v)} ms"
             for t, v in cross["rerank_stage_ms_by_torch_threads"].items()
         )
-        + f" (torch's default here is {cross['torch_default_threads']}; `CrossEncoderReranker` "
-        "does not limit threads). Whole query path with it instead of the EmbeddingReranker, "
+        + f" (torch's default here is {cross['torch_default_threads']}; `CrossEncoderReranker`'s "
+        "`threads` defaults to 1). Whole query path with it instead of the EmbeddingReranker, "
         f"{cross['threads_for_query_path']} thread(s): "
         f"{_pp(cross['query_path_with_cross_encoder_ms'])} ms.",
         "",

@@ -12,7 +12,6 @@ configs and index. It trades a measured false-hit rate for hits on paraphrases.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
@@ -21,6 +20,7 @@ import sqlite3
 import threading
 import time
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -129,9 +129,35 @@ def semantic_bucket(bucket: str, query: str) -> str:
     return f"{bucket}|{query_anchors(query)}"
 
 
+#: decoded semantic entries kept in memory between lookups (15 MB of 384-dimensional vectors)
+_REMEMBERED_ENTRIES = 10_000
+
+#: a semantic-cache entry: retrieval-cache key, time added, query vector
+_Entry = tuple[str, float, np.ndarray]
+
+
+def _decode_entry(raw: Any) -> _Entry | None:
+    """A JSON header, a newline and raw little-endian float32 (never pickled); else ``None``."""
+    try:
+        header, _, body = raw.partition(b"\n")
+        entry = json.loads(header)
+        return str(entry["key"]), float(entry["time"]), np.frombuffer(body, dtype="<f4")
+    except (AttributeError, ValueError, KeyError, TypeError):
+        return None
+
+
 class SemanticCache:
     """Nearest earlier query within one bucket (same filters, profile, configs, index and
-    query anchors, see ``query_anchors``)."""
+    query anchors, see ``query_anchors``).
+
+    Each add writes one entry under the bucket's next number, counter and entry in one
+    transaction: an add costs the same however full the bucket is, and concurrent writers never
+    lose each other's entries. A lookup reads the bucket newest first, within the last
+    ``max_entries`` numbers, and stops at the first entry that has expired or is gone (older
+    ones are older still) or that has another width (entries before a model change are void).
+    Entries never change once written, so those read before are reused from memory and a lookup
+    reads only what was added since.
+    """
 
     def __init__(
         self,
@@ -146,39 +172,62 @@ class SemanticCache:
         self.max_entries = max_entries
         self.hits = 0
         self.misses = 0
+        self._lock = threading.Lock()
+        self._remembered: OrderedDict[str, dict[int, _Entry]] = OrderedDict()
+        self._remembered_count = 0
 
-    def _entries(
-        self, cache: diskcache.Cache, bucket: str
-    ) -> tuple[np.ndarray, list[str], list[float]]:
-        """Bucket entries, stored as JSON + raw float32 (never pickled), minus expired ones."""
-        raw = cache.get(f"bucket:{bucket}", retry=True)
-        empty: tuple[np.ndarray, list[str], list[float]] = (
-            np.zeros((0, 0), dtype=np.float32),
-            [],
-            [],
-        )
-        if raw is None:
-            return empty
-        try:
-            data = json.loads(raw)
-            keys, times = list(data["keys"]), [float(t) for t in data["times"]]
-            vectors = np.frombuffer(base64.b64decode(data["vectors"]), dtype=np.float32)
-            vectors = vectors.reshape(len(keys), -1)
-            if len(times) != len(keys):
-                raise ValueError("keys and times differ in length")
-        except (ValueError, KeyError, TypeError):
-            cache.delete(f"bucket:{bucket}", retry=True)
-            return empty
-        if self.ttl is not None:
-            now = time.time()
-            live = [i for i, t in enumerate(times) if t >= now - self.ttl]
-            vectors, keys, times = vectors[live], [keys[i] for i in live], [times[i] for i in live]
-        return vectors, keys, times
+    @staticmethod
+    def _keys(bucket: str) -> tuple[str, str]:
+        """The bucket's counter key and its entries' key prefix (fixed length, any bucket)."""
+        digest = hashlib.sha256(bucket.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        return f"count:{digest}", f"entry:{digest}:"
+
+    def _entries(self, cache: diskcache.Cache, bucket: str) -> tuple[np.ndarray, list[str]]:
+        """Live entries' vectors and keys, newest first; damaged entries are skipped."""
+        count_key, prefix = self._keys(bucket)
+        newest = cache.get(count_key, retry=True)
+        with self._lock:
+            known = self._remembered.pop(bucket, {})
+            self._remembered_count -= len(known)
+        if not isinstance(newest, int):
+            return np.zeros((0, 0), dtype=np.float32), []
+        if known and max(known) > newest:
+            known = {}  # the store was replaced since: numbers started again
+        oldest = -np.inf if self.ttl is None else time.time() - self.ttl
+        live: dict[int, _Entry] = {}
+        width = None
+        for number in range(newest, max(newest - self.max_entries, 0), -1):
+            entry = known.get(number)
+            if entry is None:
+                raw = cache.get(f"{prefix}{number}", retry=True)
+                if raw is None:
+                    break
+                entry = _decode_entry(raw)
+                if entry is None:
+                    continue
+            width = len(entry[2]) if width is None else width
+            if entry[1] < oldest or len(entry[2]) != width:
+                break
+            live[number] = entry
+        self._remember(bucket, live)
+        if not live:
+            return np.zeros((0, 0), dtype=np.float32), []
+        rows = np.vstack([row for _, _, row in live.values()]).astype(np.float32, copy=False)
+        return rows, [key for key, _, _ in live.values()]
+
+    def _remember(self, bucket: str, live: dict[int, _Entry]) -> None:
+        """Keep ``live`` for the next lookup, forgetting the least recently used buckets."""
+        with self._lock:
+            self._remembered[bucket] = live
+            self._remembered_count += len(live)
+            while self._remembered_count > _REMEMBERED_ENTRIES and len(self._remembered) > 1:
+                _, dropped = self._remembered.popitem(last=False)
+                self._remembered_count -= len(dropped)
 
     def lookup(self, bucket: str, vector: np.ndarray) -> tuple[str, float] | None:
         """The retrieval-cache key of the most similar earlier query, if similar enough."""
-        empty = (np.zeros((0, 0), dtype=np.float32), [], [])
-        vectors, keys, _ = self._store.run(lambda cache: self._entries(cache, bucket), empty)
+        empty: tuple[np.ndarray, list[str]] = (np.zeros((0, 0), dtype=np.float32), [])
+        vectors, keys = self._store.run(lambda cache: self._entries(cache, bucket), empty)
         query = np.asarray(vector, dtype=np.float32).ravel()
         if len(keys) and vectors.shape[1] == len(query):
             similarity = vectors @ query
@@ -190,24 +239,18 @@ class SemanticCache:
         return None
 
     def add(self, bucket: str, vector: np.ndarray, result_key: str) -> None:
-        row = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        body = np.asarray(vector, dtype="<f4").ravel().tobytes()
+        count_key, prefix = self._keys(bucket)
 
         def append(cache: diskcache.Cache) -> None:
             with cache.transact(retry=True):
-                vectors, keys, times = self._entries(cache, bucket)
-                if len(keys) and vectors.shape[1] != row.shape[1]:
-                    vectors, keys, times = row[:0], [], []
-                stacked = np.vstack([vectors, row]) if len(keys) else row
-                keys, times = keys + [result_key], times + [time.time()]
-                keep = slice(-self.max_entries, None)
-                payload = {
-                    "keys": keys[keep],
-                    "times": times[keep],
-                    "vectors": base64.b64encode(
-                        np.ascontiguousarray(stacked[keep]).tobytes()
-                    ).decode(),
-                }
-                cache.set(f"bucket:{bucket}", json.dumps(payload), retry=True)
+                last = cache.get(count_key, retry=True)
+                number = last + 1 if isinstance(last, int) and last >= 0 else 1
+                header = json.dumps({"key": result_key, "time": time.time()}).encode()
+                cache.set(count_key, number, retry=True)
+                cache.set(f"{prefix}{number}", header + b"\n" + body, expire=self.ttl, retry=True)
+                if number > self.max_entries:
+                    cache.delete(f"{prefix}{number - self.max_entries}", retry=True)
 
         self._store.run(append, None)
 

@@ -35,7 +35,11 @@ _STORED_DTYPE = np.dtype("<f4")
 
 
 class FingerprintedEmbedder(Protocol):
-    """What :class:`CachedEmbedder` wraps: a model-backed or callable embedder."""
+    """What :class:`CachedEmbedder` wraps: a model-backed or callable embedder.
+
+    One whose ``dimension`` loads a model should also have a ``known_dimension`` property (the
+    width once loaded, else ``None``), so that cache hits never load it.
+    """
 
     @property
     def fingerprint(self) -> str: ...
@@ -244,13 +248,31 @@ class CachedEmbedder:
         position = {text: i for i, text in enumerate(unique)}
         return matrix[[position[text] for text in items]]
 
+    def _known_dimension(self) -> int | None:
+        """The wrapped embedder's width if knowing it is free, else ``None``.
+
+        Embedders whose ``dimension`` loads a model expose ``known_dimension`` instead.
+        """
+        if hasattr(type(self.embedder), "known_dimension"):
+            return self.embedder.known_dimension  # type: ignore[attr-defined]
+        return self.embedder.dimension
+
     def _cached_rows(self, fingerprint: str, kind: str, unique: list[str]) -> list[Any]:
+        """Cached rows; ``None`` for misses and damaged entries.
+
+        Rows are checked against the width only when it is known without loading the model;
+        otherwise they must agree on one width. If they do not, some text is re-embedded
+        anyway, so the model's width is worth loading to tell the damaged entries apart.
+        """
         if self.cache is None:
             return [None] * len(unique)
-        dimension = self.embedder.dimension
+        dimension = self._known_dimension()
         rows = self.cache.get_many(fingerprint, kind, unique, dimension=dimension)
         widths = {len(row) for row in rows if row is not None}
         if dimension is None and len(widths) > 1:
+            dimension = self.embedder.dimension
+            if dimension is not None:
+                return self.cache.get_many(fingerprint, kind, unique, dimension=dimension)
             logger.warning(
                 "embedding cache: vectors for %r have mixed dimensions %s; re-embedding",
                 fingerprint,

@@ -187,8 +187,12 @@ _threads_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def _torch_threads(threads: int | None):
-    """Run with ``threads`` intra-op torch threads, restoring the previous setting after."""
+def torch_threads(threads: int | None):
+    """Run with ``threads`` intra-op torch threads, restoring the previous setting after.
+
+    The setting is process-wide, so calls that set it (embedder and cross-encoder alike) take
+    turns rather than undo each other's.
+    """
     if threads is None:
         yield
         return
@@ -336,6 +340,15 @@ class SentenceTransformerEmbedder(Stage):
         return int(dimension)
 
     @property
+    def known_dimension(self) -> int | None:
+        """``dimension`` if the model is loaded, else ``None`` (never loads it).
+
+        WHY: checking cached vectors against the width must not load a model (3.6 s for MiniLM)
+        that a call served entirely from the cache never runs.
+        """
+        return self.dimension if self._model is not None else None
+
+    @property
     def max_tokens(self) -> int | None:
         """The model's input limit in its own tokens (special tokens included)."""
         limit = self._loaded().max_seq_length
@@ -423,7 +436,7 @@ class SentenceTransformerEmbedder(Stage):
             return np.zeros((0, self.dimension), dtype=np.float32)
         self._count_truncated(inputs)
         threads = self.config.small_batch_threads if len(inputs) <= _SMALL_BATCH else None
-        with _torch_threads(threads):
+        with torch_threads(threads):
             vectors = model.encode(
                 inputs,
                 batch_size=self.config.batch_size,

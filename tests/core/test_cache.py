@@ -176,6 +176,46 @@ def test_semantic_entries_expire(tmp_path: Path) -> None:
     cache.close()
 
 
+def test_a_semantic_bucket_keeps_the_newest_entries_of_the_newest_width(tmp_path: Path) -> None:
+    cache = SemanticCache(tmp_path, threshold=0.99, max_entries=3)
+    narrow = np.eye(8, dtype=np.float32)
+    for i in range(5):
+        cache.add("b", narrow[i], f"k{i}")
+    assert [cache.lookup("b", narrow[i]) for i in range(2)] == [None, None]
+    assert [cache.lookup("b", narrow[i])[0] for i in range(2, 5)] == ["k2", "k3", "k4"]
+    cache.add("b", np.array([0.6, 0.8], dtype=np.float32), "wide-model")
+    assert cache.lookup("b", narrow[4]) is None  # entries of the earlier width are void
+    assert cache.lookup("b", np.array([0.6, 0.8], dtype=np.float32))[0] == "wide-model"
+    cache.close()
+
+
+def test_a_lookup_sees_what_another_writer_added_since(tmp_path: Path) -> None:
+    reader = SemanticCache(tmp_path, threshold=0.99)
+    writer = SemanticCache(tmp_path, threshold=0.99)
+    vectors = np.eye(4, dtype=np.float32)
+    writer.add("b", vectors[0], "k0")
+    assert reader.lookup("b", vectors[0])[0] == "k0"
+    writer.add("b", vectors[1], "k1")
+    assert reader.lookup("b", vectors[1])[0] == "k1"
+    assert reader.lookup("b", vectors[0])[0] == "k0"
+    writer.close()
+    reader.close()
+
+
+def test_a_damaged_semantic_entry_is_skipped(tmp_path: Path) -> None:
+    cache = SemanticCache(tmp_path, threshold=0.99)
+    vectors = np.eye(4, dtype=np.float32)
+    for i in range(3):
+        cache.add("b", vectors[i], f"k{i}")
+    _, prefix = SemanticCache._keys("b")
+    raw = open_diskcache(tmp_path / "semantic")
+    raw.set(f"{prefix}2", b"{not json\n\x00")
+    raw.close()
+    assert cache.lookup("b", vectors[1]) is None
+    assert [cache.lookup("b", vectors[i])[0] for i in (0, 2)] == ["k0", "k2"]
+    cache.close()
+
+
 # ---------------------------------------------------------------------------------- robustness
 def test_a_corrupted_cache_is_reported_once_and_rebuilt(
     make, tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -258,6 +298,43 @@ def test_two_processes_share_one_cache_folder(tmp_path: Path) -> None:
     assert all(docs for _, docs in shared)
     # and the cache they wrote is healthy and complete for a third user
     assert cache_worker(str(tmp_path), 2, rounds=4)[0] == runs[0][0]
+
+
+ADDS_PER_PROCESS = 150
+
+
+def one_hot(position: int) -> np.ndarray:
+    vector = np.zeros(2 * ADDS_PER_PROCESS, dtype=np.float32)
+    vector[position] = 1.0
+    return vector
+
+
+def semantic_adder(directory: str, worker: int, start: threading.Barrier) -> None:
+    """Run in a spawned process: add entries to one bucket as fast as possible."""
+    cache = SemanticCache(Path(directory), threshold=0.99)
+    start.wait(timeout=60)
+    for i in range(ADDS_PER_PROCESS):
+        cache.add("shared", one_hot(worker * ADDS_PER_PROCESS + i), f"{worker}-{i}")
+    cache.close()
+
+
+def test_two_processes_adding_to_one_bucket_lose_nothing(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(2)
+    workers = [
+        context.Process(target=semantic_adder, args=(str(tmp_path), w, start)) for w in (0, 1)
+    ]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    cache = SemanticCache(tmp_path, threshold=0.99)
+    for worker in (0, 1):
+        for i in range(ADDS_PER_PROCESS):
+            found = cache.lookup("shared", one_hot(worker * ADDS_PER_PROCESS + i))
+            assert found == (f"{worker}-{i}", pytest.approx(1.0))
+    cache.close()
 
 
 def test_query_anchors_keep_numbers_and_quoted_terms():

@@ -292,6 +292,44 @@ def test_wraps_the_real_sentence_transformer(tiny_embedder_path: Path, tmp_path:
     np.testing.assert_allclose(first, model.embed(texts), atol=1e-6)
 
 
+def test_a_fully_cached_call_never_loads_the_model(
+    tiny_embedder_path: Path, tmp_path: Path
+) -> None:
+    texts = ["A cat sits on the mat.", "Revenue grew.", "Paris is in France."]
+    with EmbeddingCache(tmp_path) as cache:
+        first = CachedEmbedder(SentenceTransformerEmbedder(model=str(tiny_embedder_path)), cache)
+        vectors = first.embed(texts)
+        queries = first.embed(texts[:1], kind="query")
+    model = SentenceTransformerEmbedder(model=str(tiny_embedder_path))
+    with EmbeddingCache(tmp_path) as cache:
+        warm = CachedEmbedder(model, cache)
+        again = warm.embed(texts)
+        query = warm.embed_query(texts[0])
+    assert model._model is None
+    assert (warm.hits, warm.misses, warm.model_calls) == (4, 0, 0)
+    np.testing.assert_array_equal(again, vectors)
+    np.testing.assert_array_equal(query, queries[0])
+
+
+def test_a_damaged_width_is_caught_without_a_loaded_model(
+    tiny_embedder_path: Path, tmp_path: Path
+) -> None:
+    texts = ["A cat sits on the mat.", "Revenue grew.", "Paris is in France."]
+    model = SentenceTransformerEmbedder(model=str(tiny_embedder_path))
+    with EmbeddingCache(tmp_path) as cache:
+        vectors = CachedEmbedder(model, cache).embed(texts)
+    raw = diskcache.Cache(str(tmp_path / "embeddings"))
+    raw.set(cache_key(model.fingerprint, "passage", texts[1]), np.ones(31, "<f4").tobytes())
+    raw.close()
+    fresh = SentenceTransformerEmbedder(model=str(tiny_embedder_path))
+    with EmbeddingCache(tmp_path) as cache:
+        embedder = CachedEmbedder(fresh, cache)
+        again = embedder.embed(texts)
+        assert cache.corrupt_values == 1
+    assert (embedder.hits, embedder.misses, embedder.model_calls) == (2, 1, 1)
+    np.testing.assert_allclose(again, vectors, atol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> EmbeddingCache:
     with EmbeddingCache(tmp_path_factory.mktemp("shared")) as opened:

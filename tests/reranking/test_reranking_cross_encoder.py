@@ -62,9 +62,44 @@ def reranker(tiny_cross_encoder_path: Path) -> CrossEncoderReranker:
 def test_config_validation_and_round_trip(tiny_cross_encoder_path: Path) -> None:
     with pytest.raises(ConfigError, match="depth"):
         CrossEncoderReranker(depth=0)
+    with pytest.raises(ConfigError, match="threads"):
+        CrossEncoderReranker(threads=0)
     stage = CrossEncoderReranker(model=str(tiny_cross_encoder_path), depth=7, max_length=64)
     assert Stage.from_dict(stage.to_dict()) == stage
     assert stage._model is None
+    assert stage.config.threads == 1
+    for threads in (3, None):
+        configured = stage.with_params(threads=threads)
+        assert configured.to_dict()["init_parameters"]["threads"] == threads
+        assert Stage.from_dict(configured.to_dict()) == configured
+        assert configured != stage
+
+
+@pytest.mark.parametrize(("threads", "while_scoring"), [(1, 1), (2, 2), (None, 3)])
+def test_scores_with_its_threads_and_restores_torchs_setting(
+    tiny_cross_encoder_path: Path, threads: int | None, while_scoring: int
+) -> None:
+    import torch
+
+    stage = CrossEncoderReranker(model=str(tiny_cross_encoder_path), depth=4, threads=threads)
+    stage.warm_up()
+    predict, seen = stage._model.predict, []
+
+    def recording_predict(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return predict(*args, **kwargs)
+
+    stage._model.predict = recording_predict
+    previous = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        output = stage.run(context(), make_candidates(TEXTS))
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+    assert seen == [while_scoring]
+    assert after == 3
+    assert output.stats["scored"] == 4
 
 
 def test_reorders_the_top_depth_and_keeps_the_tail(
