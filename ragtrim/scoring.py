@@ -81,7 +81,7 @@ def lexical_coverage(
     if not terms or not texts:
         return np.zeros(len(texts))
     present = np.zeros((len(texts), len(terms)), dtype=bool)
-    pending = range(len(texts))
+    pending: Sequence[int] = range(len(texts))
     if stored is not None:
         vocabulary, id_rows = stored
         pending = [row for row, ids in enumerate(id_rows) if ids is None]
