@@ -430,9 +430,9 @@ def render_markdown(r: dict) -> str:
         )
     lines += [
         "",
-        "The warm run loads the model too (the cached embedder asks it for its dimension), so "
-        "its total includes one model load (the libraries were already imported by the cold "
-        "run in this process).",
+        "The warm run makes no model call and does not load the model: a fully cached embed "
+        "no longer asks the model for its dimension (tested in "
+        "`tests/embedding/test_embedding_cache.py`); its embedding phases are cache reads.",
         "",
         "## Index files",
         "",
