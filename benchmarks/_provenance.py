@@ -34,3 +34,28 @@ def code_line(env: dict[str, Any]) -> str:
         f"Code: commit {str(env.get('git_commit', 'unknown'))[:12]}{edits} (ragtrim source "
         f"sha256 {env.get('ragtrim_source_sha256', 'unknown')})."
     )
+
+
+def environment(**versions: Any) -> dict[str, Any]:
+    """What a result file records about the code and machine: provenance, Python, the given
+    package versions, the platform."""
+    import platform
+    import sys
+
+    return {
+        **source_state(),
+        "python": sys.version.split()[0],
+        **versions,
+        "platform": platform.platform(),
+    }
+
+
+def write_results(directory: Path, stem: str, result: dict[str, Any], render) -> Path:
+    """``<stem>.json`` (every number) and ``<stem>.md`` (the tables) side by side."""
+    import json
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n", "utf-8")
+    markdown = directory / f"{stem}.md"
+    markdown.write_text(render(result), "utf-8")
+    return markdown

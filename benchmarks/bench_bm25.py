@@ -17,9 +17,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import platform
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import fields
@@ -29,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import rank_bm25
 import scipy
+from _provenance import environment, write_results
 
 from ragtrim.bench.metrics import bootstrap_ci, ndcg_at_k
 from ragtrim.index.bm25 import DEFAULT_B, DEFAULT_K1, BM25Index
@@ -311,18 +310,12 @@ def main() -> int:
             "rank_bm25_seconds": reference_build_seconds,
         },
         "memory_default": memory,
-        "environment": {
-            "python": sys.version.split()[0],
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-            "rank_bm25": version("rank-bm25"),
-            "platform": platform.platform(),
-        },
+        "environment": environment(
+            numpy=np.__version__, scipy=scipy.__version__, rank_bm25=version("rank-bm25")
+        ),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bm25_scifact.json").write_text(json.dumps(result, indent=2) + "\n", "utf-8")
-    (RESULTS / "bm25_scifact.md").write_text(render_markdown(result), "utf-8")
-    print(f"default nDCG@10 (test) = {default_ndcg:.4f}; wrote {RESULTS / 'bm25_scifact.md'}")
+    markdown = write_results(RESULTS, "bm25_scifact", result, render_markdown)
+    print(f"default nDCG@10 (test) = {default_ndcg:.4f}; wrote {markdown}")
     return 0
 
 

@@ -21,11 +21,8 @@ Run from the repository root: ``python benchmarks/bench_dedup.py``. Reads
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +30,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-from _provenance import code_line, source_state  # noqa: E402
+from _provenance import code_line, environment, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "datasets" / "covid-qa"
@@ -252,17 +249,10 @@ def main() -> int:
         "queries_answer_present_before": len(answered_before),
         "variants": variants,
         "target_lost_answers": 0,
-        "environment": {
-            **source_state(),
-            "python": sys.version.split()[0],
-            "numpy": np.__version__,
-            "platform": platform.platform(),
-        },
+        "environment": environment(numpy=np.__version__),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "dedup_covid.json").write_text(json.dumps(result, indent=2) + "\n", "utf-8")
-    (RESULTS / "dedup_covid.md").write_text(render_markdown(result), "utf-8")
-    print(f"wrote {RESULTS / 'dedup_covid.md'}")
+    markdown = write_results(RESULTS, "dedup_covid", result, render_markdown)
+    print(f"wrote {markdown}")
     return 0
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -42,7 +41,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-from _provenance import code_line, source_state  # noqa: E402
+from _provenance import code_line, environment, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "datasets" / "scifact"
@@ -350,19 +349,12 @@ def main() -> int:
             "files": sizes,
         },
         "load": loading,
-        "environment": {
-            **source_state(),
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-        },
+        "environment": environment(
+            torch=torch.__version__, numpy=np.__version__, cpus=os.cpu_count()
+        ),
     }
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "ingest_scifact.json").write_text(json.dumps(result, indent=2) + "\n", "utf-8")
-    (results / "ingest_scifact.md").write_text(render_markdown(result), "utf-8")
-    print(f"warm/cold = x{ratio:.1f}; wrote {results / 'ingest_scifact.md'}")
+    markdown = write_results(results, "ingest_scifact", result, render_markdown)
+    print(f"warm/cold = x{ratio:.1f}; wrote {markdown}")
     return 0
 
 

@@ -28,9 +28,7 @@ Reads ``<repo>/../shared/datasets/scifact`` (skips with a message when absent) a
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -42,7 +40,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-from _provenance import code_line, source_state  # noqa: E402
+from _provenance import code_line, environment, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "datasets" / "scifact"
@@ -359,20 +357,15 @@ def main() -> int:
         "packing": packed,
         "pipeline_run": via_run,
         "cross_encoder_lower_bound": cross,
-        "environment": {
-            **source_state(),
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "numpy": np.__version__,
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-        },
+        "environment": environment(
+            torch=torch.__version__,
+            torch_threads=torch.get_num_threads(),
+            numpy=np.__version__,
+            cpus=os.cpu_count(),
+        ),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "latency_scifact.json").write_text(json.dumps(result, indent=2) + "\n", "utf-8")
-    (RESULTS / "latency_scifact.md").write_text(render_markdown(result), "utf-8")
-    print(f"wrote {RESULTS / 'latency_scifact.md'}")
+    markdown = write_results(RESULTS, "latency_scifact", result, render_markdown)
+    print(f"wrote {markdown}")
     return 0
 
 

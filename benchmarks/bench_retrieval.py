@@ -24,10 +24,7 @@ Reads ``<repo>/../shared/datasets/scifact`` (skips with a message when absent) a
 
 from __future__ import annotations
 
-import json
 import os
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +32,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-from _provenance import code_line, source_state  # noqa: E402
+from _provenance import code_line, environment, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "datasets" / "scifact"
@@ -303,19 +300,12 @@ def main() -> int:
         "reranked": reranked,
         "rows": rows,
         "embedding_truncation": truncation_check(pipe),
-        "environment": {
-            **source_state(),
-            "python": sys.version.split()[0],
-            "numpy": np.__version__,
-            "faiss": faiss.__version__,
-            "torch": torch.__version__,
-            "platform": platform.platform(),
-        },
+        "environment": environment(
+            numpy=np.__version__, faiss=faiss.__version__, torch=torch.__version__
+        ),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "retrieval_scifact.json").write_text(json.dumps(result, indent=2) + "\n", "utf-8")
-    (RESULTS / "retrieval_scifact.md").write_text(render_markdown(result), "utf-8")
-    print(f"chosen on train: {chosen['system']}; wrote {RESULTS / 'retrieval_scifact.md'}")
+    markdown = write_results(RESULTS, "retrieval_scifact", result, render_markdown)
+    print(f"chosen on train: {chosen['system']}; wrote {markdown}")
     return 0
 
 

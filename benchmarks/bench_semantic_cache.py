@@ -31,9 +31,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -41,7 +39,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-from _provenance import code_line, source_state  # noqa: E402
+from _provenance import code_line, environment, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "corpora" / "kestrel"
@@ -258,19 +256,11 @@ def main() -> int:
         "similarity_percentiles_5_25_50_75_95": similarity,
         "rows": rows,
         "bucket_timing": timing,
-        "environment": {
-            **source_state(),
-            "python": sys.version.split()[0],
-            "numpy": np.__version__,
-            "platform": platform.platform(),
-        },
+        "environment": environment(numpy=np.__version__),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "semantic_cache_kestrel.json"
-    out.write_text(json.dumps(result, indent=2) + "\n", "utf-8")
-    (RESULTS / "semantic_cache_kestrel.md").write_text(render_markdown(result), "utf-8")
+    markdown = write_results(RESULTS, "semantic_cache_kestrel", result, render_markdown)
     chosen = choice["pipeline_anchors"]["threshold"]
-    print(f"chosen threshold {chosen}; wrote {out.with_suffix('.md')}")
+    print(f"chosen threshold {chosen}; wrote {markdown}")
     return 0
 
 

@@ -108,16 +108,8 @@ class Dataset:
             )
         if len(queries) == len(self.queries):
             return self
-        digest = hashlib.sha256(f"{self.fingerprint}|answerable".encode())
-        qrels = None
-        if self.qrels is not None:
-            qrels = {q.id: self.qrels[q.id] for q in queries if q.id in self.qrels}
-        return replace(
-            self,
-            documents=list(self.documents),
-            queries=queries,
-            qrels=qrels,
-            fingerprint=digest.hexdigest()[:16],
+        return self._with_queries(
+            queries, hashlib.sha256(f"{self.fingerprint}|answerable".encode())
         )
 
     def subset(self, limit: int, seed: int = 0) -> Dataset:
@@ -144,6 +136,10 @@ class Dataset:
         queries = [self.queries[i] for i in chosen]
         digest = hashlib.sha256(f"{self.fingerprint}|subset|".encode())
         digest.update("\n".join(q.id for q in queries).encode("utf-8", "surrogatepass"))
+        return self._with_queries(queries, digest)
+
+    def _with_queries(self, queries: list[Query], digest: Any) -> Dataset:
+        """A copy with only ``queries`` (and their qrels), fingerprinted by ``digest``."""
         qrels = None
         if self.qrels is not None:
             qrels = {q.id: self.qrels[q.id] for q in queries if q.id in self.qrels}
