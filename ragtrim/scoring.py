@@ -70,6 +70,7 @@ def lexical_coverage(
     texts: Sequence[str],
     tokenizer: Tokenizer | None = None,
     stored: tuple[Any, Sequence[np.ndarray | None]] | None = None,
+    headings: tuple[Sequence[str], Sequence[int], float] | None = None,
 ) -> np.ndarray:
     """Share of the query's IDF mass that each text contains (0..1), IDF over ``texts``.
 
@@ -77,11 +78,38 @@ def lexical_coverage(
     sentences must not win by repeating a term. ``stored`` = ``(terms, ids)`` gives texts'
     term ids as stored at ingestion (:mod:`ragtrim.index.sentence_terms`; ``terms.term_id``
     maps a term to its id); texts whose entry is ``None`` are tokenised.
+
+    ``headings`` = ``(heading_texts, heading_of_text, weight)``: a sentence under the heading
+    "Default ports" answers "which port ..." without repeating "port", so ``weight`` of the
+    score is the coverage of the sentence together with its title and section path.
     """
     tokenizer = tokenizer or default_tokenizer()
     terms = query_terms(query, tokenizer)
     if not terms or not texts:
         return np.zeros(len(texts))
+    present = _presence(terms, texts, tokenizer, stored)
+    coverage = _idf_coverage(present)
+    if headings is None or not headings[2]:
+        return coverage
+    heading_texts, heading_of_text, weight = headings
+    under = _presence(terms, heading_texts, tokenizer)[np.asarray(heading_of_text, dtype=np.int64)]
+    return (1.0 - weight) * coverage + weight * _idf_coverage(present | under)
+
+
+def _idf_coverage(present: np.ndarray) -> np.ndarray:
+    df = present.sum(axis=0)
+    idf = np.log(1.0 + (len(present) - df + 0.5) / (df + 0.5))
+    total = idf.sum()
+    return (present @ idf) / total if total > 0 else np.zeros(len(present))
+
+
+def _presence(
+    terms: list[str],
+    texts: Sequence[str],
+    tokenizer: Tokenizer,
+    stored: tuple[Any, Sequence[np.ndarray | None]] | None = None,
+) -> np.ndarray:
+    """``present[i, j]``: text ``i`` contains query term ``j``."""
     present = np.zeros((len(texts), len(terms)), dtype=bool)
     pending: Sequence[int] = range(len(texts))
     if stored is not None:
@@ -94,10 +122,7 @@ def lexical_coverage(
     for row in pending:
         for token in wanted.intersection(tokenize(texts[row])):
             present[row, term_index[token]] = True
-    df = present.sum(axis=0)
-    idf = np.log(1.0 + (len(texts) - df + 0.5) / (df + 0.5))
-    total = idf.sum()
-    return (present @ idf) / total if total > 0 else np.zeros(len(texts))
+    return present
 
 
 def _mark_stored(

@@ -100,6 +100,9 @@ class ContextPacker(Stage):
         dense_weight: float = Field(0.35, ge=0)
         lexical_weight: float = Field(0.35, ge=0)
         chunk_weight: float = Field(0.3, ge=0)
+        #: share of a unit's lexical score that also counts query terms in its document title
+        #: and section headings (a sentence under "Default ports" answers "which port")
+        heading_weight: float = Field(0.5, ge=0, le=1)
         neighbours: int = Field(0, ge=0)
         keep_first_sentence: bool = False
         ordering: Literal["score", "document", "edges"] = "score"
@@ -294,13 +297,17 @@ class ContextPacker(Stage):
         self, ctx: QueryContext, candidates: list[Candidate]
     ) -> tuple[list[_Unit], np.ndarray | None, list[list[int]]]:
         """Units, their sentence vectors, and per candidate the units that cover its text (a
-        sentence shared by overlapping candidates is one unit, owned by the first)."""
+        sentence shared by overlapping candidates, or repeated verbatim elsewhere, is one unit,
+        owned by the first)."""
         cfg = self.config
         if not candidates:
             return [], None, []
         chunk_score = minmax(np.array([c.score for c in candidates]))
         units: list[_Unit] = []
         seen: dict[tuple[str, int, int], int] = {}
+        #: identical text in another place (a sentence repeated across versions or pages) is
+        #: one unit: sending it twice adds tokens and no information
+        same_text: dict[str, int] = {}
         coverage: list[list[int]] = []
         unit_vectors: list[np.ndarray] = []
         term_ids: list[np.ndarray | None] = []
@@ -327,12 +334,14 @@ class ContextPacker(Stage):
             kept, covering = [], []
             for si, (a, b) in enumerate(spans):
                 key = (chunk.doc_id, chunk.start + a, chunk.start + b)
-                if key in seen:
-                    covering.append(seen[key])
-                    continue
-                seen[key] = len(units)
-                covering.append(len(units))
                 text = chunk.text[a:b]
+                normalised = " ".join(text.split())
+                known = seen.get(key, same_text.get(normalised) if normalised else None)
+                if known is not None:
+                    covering.append(known)
+                    continue
+                seen[key] = same_text[normalised] = len(units)
+                covering.append(len(units))
                 before = chunk.text[max(0, a - 16) : a]
                 lead = before[len(before.rstrip()) :]
                 heading = cfg.granularity == "sentence" and text.startswith("#")
@@ -366,7 +375,10 @@ class ContextPacker(Stage):
             )
         lexical = (
             lexical_coverage(
-                ctx.query, texts, stored=None if vocabulary is None else (vocabulary, term_ids)
+                ctx.query,
+                texts,
+                stored=None if vocabulary is None else (vocabulary, term_ids),
+                headings=_headings(units, candidates, cfg.heading_weight),
             )
             if cfg.lexical_weight > 0
             else np.zeros(len(units))
@@ -514,7 +526,18 @@ class ContextPacker(Stage):
         for candidate, members in zip(candidates, coverage, strict=True):
             kept = [i for i in members if i in chosen_set]
             tokens = candidate.chunk.token_count
-            if not kept:
+            if kept and all(units[i].doc_id != candidate.chunk.doc_id for i in kept):
+                drops.append(
+                    Drop(
+                        candidate.id,
+                        DropReason.DUPLICATE,
+                        "packer",
+                        tokens,
+                        detail="its chosen sentences are already in the context from "
+                        + ", ".join(sorted({units[i].doc_id for i in kept})),
+                    )
+                )
+            elif not kept:
                 skipped = any(i in eligible_set for i in members)
                 reason = DropReason.OVER_BUDGET if skipped else DropReason.BELOW_CUTOFF
                 drops.append(Drop(candidate.id, reason, "packer", tokens))
@@ -530,6 +553,21 @@ class ContextPacker(Stage):
                     )
                 )
         return drops
+
+
+def _headings(
+    units: list[_Unit], candidates: list[Candidate], weight: float
+) -> tuple[list[str], list[int], float] | None:
+    """Each unit's title and section path, as ``lexical_coverage`` takes them."""
+    if not weight:
+        return None
+    texts: dict[str, int] = {}
+    of_candidate = []
+    for candidate in candidates:
+        chunk = candidate.chunk
+        heading = " ".join([chunk.title or "", *chunk.section])
+        of_candidate.append(texts.setdefault(heading, len(texts)))
+    return list(texts), [of_candidate[u.candidate] for u in units], weight
 
 
 def _join_spans(units: list[_Unit]) -> tuple[str, list[Span]]:

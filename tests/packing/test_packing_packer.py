@@ -31,6 +31,7 @@ RAISE = "Operators can raise the retention period in the config file."
 COMPACTOR = "The compactor deletes expired segments every hour."
 RELAY_SENTENCES = [ENTITY, DISK, ANSWER, RAISE, COMPACTOR]
 RELAY = " ".join(RELAY_SENTENCES)
+FAQ_ANSWER = "By default, Relay keeps message data for seven days."
 CAFETERIA = "The cafeteria serves lunch at noon. Parking is free for visitors."
 
 
@@ -95,8 +96,12 @@ def drop_reasons(result) -> dict[str, DropReason]:
 def test_only_query_relevant_sentences_are_kept():
     result = pack([candidate("relay", RELAY, 1.0)])
     [passage] = result.passages
-    assert passage.text == f"{ENTITY}{ELLIPSIS}{ANSWER}"
-    assert passage.spans == (offsets(RELAY, ENTITY), offsets(RELAY, ANSWER))
+    assert passage.text == ANSWER
+    assert passage.spans == (offsets(RELAY, ANSWER),)
+    # without the title "Kestrel Relay" matching every sentence, the entity line's "Relay"
+    # and "message" look rarer and it is kept too
+    untitled = pack([candidate("relay", RELAY, 1.0)], heading_weight=0)
+    assert untitled.passages[0].text == f"{ENTITY}{ELLIPSIS}{ANSWER}"
     assert_source_map(result, {"relay": RELAY})
     assert result.context_tokens < COUNTER.count(RELAY)
 
@@ -119,6 +124,26 @@ def test_aligned_overlapping_candidates_render_each_sentence_once():
     assert passage.spans == ((0, len(RELAY)),)
     assert set(passage.chunk_ids) == {first.id, second.id}
     assert all(result.context.count(s) == 1 for s in RELAY_SENTENCES)
+
+
+def test_sentence_repeated_verbatim_in_another_document_is_sent_once():
+    """Two versions of a guide share a sentence: the second copy adds tokens, not facts."""
+    older = candidate("relay-v1", f"{ANSWER}  Version 1 only.", 0.95, title="Relay v1")
+    newer = candidate("relay-v2", RELAY, 1.0)
+    result = pack([newer, older], relative_threshold=0, redundancy_penalty=0)
+    assert result.context.count(ANSWER) == 1
+    assert "Version 1 only." in result.context
+    assert_source_map(result, {"relay-v1": older.chunk.text, "relay-v2": RELAY})
+
+
+def test_candidate_whose_text_is_all_elsewhere_is_reported_as_duplicate():
+    copy = candidate("relay-copy", ANSWER, 0.9, title=None)
+    relay = candidate("relay", RELAY, 1.0)
+    result = pack([relay, copy])
+    assert result.context.count(ANSWER) == 1
+    [drop] = [d for d in result.drops if d.chunk_id == copy.id]
+    assert drop.reason == DropReason.DUPLICATE
+    assert drop.detail == "its chosen sentences are already in the context from relay"
 
 
 def test_misaligned_overlapping_candidates_render_each_sentence_once():
@@ -213,6 +238,34 @@ def test_extras_are_the_first_units_removed_when_the_budget_is_tight():
     assert answer_only.messages_tokens <= 80
 
 
+def test_sentence_under_a_matching_heading_ranks_first():
+    """Neither sentence says "port"; the section heading above one of them does."""
+
+    def under(doc_id: str, section: str, text: str, score: float) -> Candidate:
+        chunk = Chunk(
+            chunk_id(doc_id, 0, len(text)),
+            doc_id,
+            text,
+            0,
+            len(text),
+            COUNTER.count(text),
+            {"title": "Relay guide"},
+            (section,),
+            ((0, len(text)),),
+        )
+        return Candidate(chunk, score, {"fused": score})
+
+    ports = under("ports", "Network ports", "The admin listener defaults to 8470.", 0.5)
+    retention = under("retention", "Security", "The admin listener defaults to TLS 1.3.", 0.5)
+    question = "Which port does the admin listener default to?"
+    ranked = pack([retention, ports], question, max_units=1, dense_weight=0, chunk_weight=0)
+    assert [p.doc_id for p in ranked.passages] == ["ports"]
+    plain = pack(
+        [retention, ports], question, max_units=1, dense_weight=0, chunk_weight=0, heading_weight=0
+    )
+    assert [p.doc_id for p in plain.passages] == ["retention"]  # a tie, kept in rank order
+
+
 def test_heading_is_never_selected_on_its_own():
     doc = "# Message data\n\n" + RELAY
     result = pack([candidate("relay", doc, 1.0)], relative_threshold=0.9)
@@ -254,13 +307,15 @@ ORDER_DOCS = {"delta": 1.0, "alpha": 0.8, "charlie": 0.6, "bravo": 0.4}
 )
 def test_ordering(ordering, expected):
     candidates = [
-        candidate(doc_id, ORDER_SENTENCE, score, title=None) for doc_id, score in ORDER_DOCS.items()
+        candidate(doc_id, f"{ORDER_SENTENCE[:-1]} in {doc_id}.", score, title=None)
+        for doc_id, score in ORDER_DOCS.items()
     ]
     result = pack(candidates, relative_threshold=0, redundancy_penalty=0, ordering=ordering)
     assert [p.doc_id for p in result.passages] == expected
     assert [p.number for p in result.passages] == [1, 2, 3, 4]
     expected_context = "\n\n".join(
-        f"[{n}] {doc_id}\n{ORDER_SENTENCE}" for n, doc_id in enumerate(expected, start=1)
+        f"[{n}] {doc_id}\n{ORDER_SENTENCE[:-1]} in {doc_id}."
+        for n, doc_id in enumerate(expected, start=1)
     )
     assert result.context == expected_context
 
@@ -269,7 +324,7 @@ def test_passages_are_labelled_with_number_and_source():
     result = pack(
         [
             candidate("relay", RELAY, 1.0),
-            candidate("relay-faq", ANSWER, 0.9, title=None),
+            candidate("relay-faq", FAQ_ANSWER, 0.9, title=None),
             candidate("cafeteria", CAFETERIA, 0.0, title=None),
         ],
         relative_threshold=0.9,
@@ -279,7 +334,7 @@ def test_passages_are_labelled_with_number_and_source():
         (1, "relay", "Kestrel Relay"),
         (2, "relay-faq", ""),
     ]
-    assert result.context == f"[1] Kestrel Relay\n{ANSWER}\n\n[2] relay-faq\n{ANSWER}"
+    assert result.context == f"[1] Kestrel Relay\n{ANSWER}\n\n[2] relay-faq\n{FAQ_ANSWER}"
 
 
 def test_custom_passage_header():
@@ -523,7 +578,7 @@ def test_overlong_sentence_is_dropped_when_asked():
 
 def test_drop_reasons_name_the_right_candidates():
     cafeteria = candidate("cafeteria", CAFETERIA, 0.1, title=None)
-    faq = candidate("relay-faq", ANSWER, 0.9, title=None)
+    faq = candidate("relay-faq", FAQ_ANSWER, 0.9, title=None)
     relay = candidate("relay", RELAY, 1.0)
     result = pack([relay, faq, cafeteria])
     reasons = drop_reasons(result)

@@ -32,3 +32,29 @@ def test_minmax_and_cosine_edge_cases():
     query = np.array([1.0, 0.0])
     assert cosine_to_query(query, np.array([[-1.0, 0.0], [0.6, 0.8]])).tolist() == [0.0, 0.6]
     assert cosine_to_query(query, np.zeros((0, 2))).size == 0
+
+
+def test_heading_terms_count_for_the_sentences_under_them():
+    """Hand-computed: query terms {port, admin}; idf over the three sentences alone."""
+    texts = ["The default is 8470.", "Admin users log in here.", "Logs rotate daily."]
+    headings = ["Default ports", "Admin API"]
+    under = [0, 1, 1]  # heading of each text
+    plain = lexical_coverage("Admin port?", texts)
+    mixed = lexical_coverage("Admin port?", texts, headings=(headings, under, 0.5))
+
+    def idf(df, n=3):
+        return np.log(1 + (n - df + 0.5) / (df + 0.5))
+
+    # sentences only: "admin" in text 1, "port" nowhere
+    assert plain.tolist() == pytest.approx([0.0, idf(1) / (idf(1) + idf(0)), 0.0])
+    # with headings: "port" under text 0, "admin" under texts 1 and 2
+    with_headings = np.array([idf(1), idf(2), idf(2)]) / (idf(1) + idf(2))
+    assert mixed.tolist() == pytest.approx((0.5 * plain + 0.5 * with_headings).tolist())
+    assert mixed[0] > 0  # the answer sentence no longer scores zero
+
+
+def test_zero_heading_weight_is_plain_coverage():
+    texts = ["relay retention", "queue"]
+    plain = lexical_coverage("relay retention", texts)
+    off = lexical_coverage("relay retention", texts, headings=(["Relay"], [0, 0], 0.0))
+    assert off.tolist() == plain.tolist()
