@@ -177,6 +177,61 @@ def _compare(
     }
 
 
+def _prepared(dataset_path, config, answerable_only, limit, seed, search, progress):
+    dataset = load_dataset(dataset_path)
+    if answerable_only:
+        dataset = dataset.answerable()
+    if limit is not None:
+        dataset = dataset.subset(limit, seed)
+    pipe = Pipeline.from_config(config) if config is not None else Pipeline.default()
+    pipe, _ = indexed_pipeline(pipe, dataset, progress)
+    default = System("default", "ragtrim")
+    systems = [default, *grid_systems(search or DEFAULT_SEARCH, prefix="profile")]
+    return dataset, pipe, primary_metric(dataset), default, systems
+
+
+def split_spread(
+    dataset_path: str | Path,
+    seeds: Sequence[int],
+    *,
+    config: str | Path | Mapping[str, Any] | None = None,
+    target: float = 0.95,
+    search: Mapping[str, Sequence[Any]] | None = None,
+    limit: int | None = None,
+    answerable_only: bool = False,
+    prior_queries: float = PRIOR_QUERIES,
+    progress: Progress | None = None,
+) -> list[dict[str, Any]]:
+    """The test-half comparison of ``tune_profiles`` for each seed's split.
+
+    One split's test half is a few dozen questions per task type, so one seed can be lucky;
+    this shows the spread. Every profile is evaluated on every query once and each seed's
+    choice is replayed from those records, which gives what ``tune_profiles`` gives for that
+    seed (packing is deterministic). With ``limit``, every seed splits the same subset (drawn
+    with the first seed).
+    """
+    dataset, pipe, metric, default, systems = _prepared(
+        dataset_path, config, answerable_only, limit, seeds[0], search, progress
+    )
+    records = evaluate(pipe, dataset, systems, progress)
+    results = []
+    for seed in seeds:
+        tune_half, test_half = split_halves(dataset, seed)
+        tune_ids = {q.id for q in tune_half.queries}
+        tune_records = [r for r in records if r["query_id"] in tune_ids]
+        test_records = [r for r in records if r["query_id"] not in tune_ids]
+        profiles = choose_profiles(_table(tune_records, metric), systems, target, prior_queries)
+        results.append(
+            {
+                "seed": seed,
+                "metric": metric,
+                "profiles": {t: s.name for t, s in profiles.items()},
+                "test_half": _compare(test_records, metric, default.name, profiles),
+            }
+        )
+    return results
+
+
 def tune_profiles(
     dataset_path: str | Path,
     out: str | Path,
@@ -190,16 +245,9 @@ def tune_profiles(
     prior_queries: float = PRIOR_QUERIES,
     progress: Progress | None = None,
 ) -> str:
-    dataset = load_dataset(dataset_path)
-    if answerable_only:
-        dataset = dataset.answerable()
-    if limit is not None:
-        dataset = dataset.subset(limit, seed)
-    pipe = Pipeline.from_config(config) if config is not None else Pipeline.default()
-    pipe, _ = indexed_pipeline(pipe, dataset, progress)
-    metric = primary_metric(dataset)
-    default = System("default", "ragtrim")
-    systems = [default, *grid_systems(search or DEFAULT_SEARCH, prefix="profile")]
+    dataset, pipe, metric, default, systems = _prepared(
+        dataset_path, config, answerable_only, limit, seed, search, progress
+    )
     tune_half, test_half = split_halves(dataset, seed)
     tune_records = evaluate(pipe, tune_half, systems, progress)
     profiles = choose_profiles(_table(tune_records, metric), systems, target, prior_queries)

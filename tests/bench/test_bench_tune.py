@@ -17,7 +17,13 @@ from typer.testing import CliRunner
 
 from ragtrim.bench.datasets import Dataset, Query, load_dataset
 from ragtrim.bench.engine import System
-from ragtrim.bench.tune import choose_profiles, load_search, split_halves, tune_profiles
+from ragtrim.bench.tune import (
+    choose_profiles,
+    load_search,
+    split_halves,
+    split_spread,
+    tune_profiles,
+)
 from ragtrim.cli import app
 from ragtrim.config import dump_config, load_config
 from ragtrim.errors import ConfigError
@@ -181,6 +187,18 @@ def test_the_tuned_config_loads_and_run_applies_each_profile(tuned: tuple[Path, 
         assert result.report.stage("retriever").n_out <= depth
     plain = pipe.run(dataset.queries[0].question)
     assert plain.report.profile == "default" and plain.tokens.budget == default_budget
+
+
+def test_split_spread_replays_what_tune_gives_for_each_seed(tmp_path: Path) -> None:
+    config = cheap_config(tmp_path / "cache")
+    spread = split_spread(TINY, [0, 3], config=config, search=SEARCH)
+    assert [row["seed"] for row in spread] == [0, 3]
+    for row in spread:
+        out = tmp_path / f"tuned-{row['seed']}.yaml"
+        tune_profiles(TINY, out, config=config, search=SEARCH, seed=row["seed"])
+        report = json.loads(out.with_suffix(".report.json").read_text(encoding="utf-8"))
+        assert row["test_half"] == report["test_half"]
+        assert row["profiles"] == {t: p["name"] for t, p in report["profiles"].items()}
 
 
 def test_tune_profiles_reports_a_half_without_queries(tmp_path: Path) -> None:
