@@ -199,10 +199,11 @@ def split_spread(
     search: Mapping[str, Sequence[Any]] | None = None,
     limit: int | None = None,
     answerable_only: bool = False,
-    prior_queries: float = PRIOR_QUERIES,
+    prior_queries: Sequence[float] = (PRIOR_QUERIES,),
     progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
-    """The test-half comparison of ``tune_profiles`` for each seed's split.
+    """The test-half comparison of ``tune_profiles`` for each seed's split (and each
+    ``prior_queries`` setting).
 
     One split's test half is a few dozen questions per task type, so one seed can be lucky;
     this shows the spread. Every profile is evaluated on every query once and each seed's
@@ -216,19 +217,21 @@ def split_spread(
     records = evaluate(pipe, dataset, systems, progress)
     results = []
     for seed in seeds:
-        tune_half, test_half = split_halves(dataset, seed)
+        tune_half, _ = split_halves(dataset, seed)
         tune_ids = {q.id for q in tune_half.queries}
-        tune_records = [r for r in records if r["query_id"] in tune_ids]
+        table = _table([r for r in records if r["query_id"] in tune_ids], metric)
         test_records = [r for r in records if r["query_id"] not in tune_ids]
-        profiles = choose_profiles(_table(tune_records, metric), systems, target, prior_queries)
-        results.append(
-            {
-                "seed": seed,
-                "metric": metric,
-                "profiles": {t: s.name for t, s in profiles.items()},
-                "test_half": _compare(test_records, metric, default.name, profiles),
-            }
-        )
+        for prior in prior_queries:
+            profiles = choose_profiles(table, systems, target, prior)
+            results.append(
+                {
+                    "seed": seed,
+                    "prior_queries": prior,
+                    "metric": metric,
+                    "profiles": {t: s.name for t, s in profiles.items()},
+                    "test_half": _compare(test_records, metric, default.name, profiles),
+                }
+            )
     return results
 
 

@@ -1,8 +1,9 @@
 """The token-budgeted context packer: the smallest context that still carries the answer.
 
 1. Units: every sentence of every candidate (``granularity="sentence"``) or every candidate
-   chunk (``"chunk"``). A sentence's value mixes its dense similarity to the query, its
-   lexical coverage of the query terms, and its chunk's (reranked) score.
+   chunk (``"chunk"``); text repeated verbatim elsewhere is one unit. A sentence's value mixes
+   its dense similarity to the query, its lexical coverage of the query terms (partly counting
+   its title and section headings), and its chunk's (reranked) score.
 2. Adaptive cutoff: only units worth at least ``relative_threshold`` x the best unit (and, with
    ``score_gap``, above the largest drop) are considered, so easy questions stay short and the
    budget is an upper bound, not a target.
@@ -335,12 +336,11 @@ class ContextPacker(Stage):
             for si, (a, b) in enumerate(spans):
                 key = (chunk.doc_id, chunk.start + a, chunk.start + b)
                 text = chunk.text[a:b]
-                normalised = " ".join(text.split())
-                known = seen.get(key, same_text.get(normalised) if normalised else None)
+                known = seen.get(key, same_text.get(text))
                 if known is not None:
                     covering.append(known)
                     continue
-                seen[key] = same_text[normalised] = len(units)
+                seen[key] = same_text[text] = len(units)
                 covering.append(len(units))
                 before = chunk.text[max(0, a - 16) : a]
                 lead = before[len(before.rstrip()) :]

@@ -191,11 +191,23 @@ def test_the_tuned_config_loads_and_run_applies_each_profile(tuned: tuple[Path, 
 
 def test_split_spread_replays_what_tune_gives_for_each_seed(tmp_path: Path) -> None:
     config = cheap_config(tmp_path / "cache")
-    spread = split_spread(TINY, [0, 3], config=config, search=SEARCH)
-    assert [row["seed"] for row in spread] == [0, 3]
+    spread = split_spread(TINY, [0, 3], config=config, search=SEARCH, prior_queries=[0, 5])
+    assert [(row["seed"], row["prior_queries"]) for row in spread] == [
+        (0, 0),
+        (0, 5),
+        (3, 0),
+        (3, 5),
+    ]
     for row in spread:
-        out = tmp_path / f"tuned-{row['seed']}.yaml"
-        tune_profiles(TINY, out, config=config, search=SEARCH, seed=row["seed"])
+        out = tmp_path / f"tuned-{row['seed']}-{row['prior_queries']}.yaml"
+        tune_profiles(
+            TINY,
+            out,
+            config=config,
+            search=SEARCH,
+            seed=row["seed"],
+            prior_queries=row["prior_queries"],
+        )
         report = json.loads(out.with_suffix(".report.json").read_text(encoding="utf-8"))
         assert row["test_half"] == report["test_half"]
         assert row["profiles"] == {t: p["name"] for t, p in report["profiles"].items()}
