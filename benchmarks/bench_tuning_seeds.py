@@ -2,10 +2,11 @@
 
 Run from the repository root: ``python benchmarks/bench_tuning_seeds.py``. Uses
 ``ragtrim.bench.tune.split_spread`` with the tuner's defaults (``DEFAULT_SEARCH``, target
-0.95, ``PRIOR_QUERIES``) on the bundled corpus and, when ``../shared`` is there, on SQuAD's
-answerable questions (600, as in the committed tuning run). Writes
-``benchmarks/results/tuning/seeds.json`` and ``.md``: per seed the test half's default vs
-tuned prompt and context tokens and quality ratio, and the median and range over seeds.
+0.95) on the bundled corpus and, when ``../shared`` is there, on SQuAD's answerable questions
+(600, as in the committed tuning run). Writes ``benchmarks/results/tuning/seeds.json`` and
+``.md``: per seed the test half's default vs tuned prompt and context tokens and quality ratio
+at the default ``--prior-queries``, the median and range over seeds, and the same medians for
+other ``--prior-queries`` settings (more shrinkage keeps quality, saves fewer tokens).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ragtrim.bench.tune import PRIOR_QUERIES, split_spread  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
 SEEDS = tuple(range(10))
+PRIORS = (0.0, PRIOR_QUERIES, 10.0, 20.0, 40.0)
 TARGET = 0.95
 DATA_SETS = {
     "bundled corpus (kestrel)": {"path": REPO / "corpora" / "kestrel"},
@@ -40,6 +42,7 @@ def main() -> int:
         "seeds": list(SEEDS),
         "target": TARGET,
         "prior_queries": PRIOR_QUERIES,
+        "priors_compared": list(PRIORS),
         "data_sets": {},
         "skipped": {},
         "environment": environment(numpy=np.__version__),
@@ -51,9 +54,14 @@ def main() -> int:
             print(f"skipping {name}: {path} not found")
             continue
         options = {k: v for k, v in spec.items() if k != "path"}
-        rows = split_spread(path, SEEDS, target=TARGET, **options)
-        result["data_sets"][name] = {"rows": rows, "summary": _summary(rows)}
-        print(name, _summary(rows))
+        all_rows = split_spread(path, SEEDS, target=TARGET, prior_queries=PRIORS, **options)
+        by_prior = {p: [r for r in all_rows if r["prior_queries"] == p] for p in PRIORS}
+        result["data_sets"][name] = {
+            "rows": by_prior[PRIOR_QUERIES],
+            "summary": _summary(by_prior[PRIOR_QUERIES]),
+            "by_prior_queries": [{"prior_queries": p, **_summary(by_prior[p])} for p in PRIORS],
+        }
+        print(name, _summary(by_prior[PRIOR_QUERIES]))
     markdown = write_results(REPO / "benchmarks" / "results" / "tuning", "seeds", result, render)
     print(f"wrote {markdown}")
     return 0
@@ -88,7 +96,8 @@ def render(r: dict[str, Any]) -> str:
         "Command: `python benchmarks/bench_tuning_seeds.py`. For each seed the queries are split "
         "into tune and test halves (stratified by task type), profiles are chosen on the tune "
         f"half (target {r['target']} x the best quality per task type, prior "
-        f"{r['prior_queries']:g} queries, the default search grid) and the test half compares "
+        f"{r['prior_queries']:g} queries unless said otherwise, the default search grid) and "
+        "the test half compares "
         "the tuned profiles with the untuned default. A seed's row is what "
         "`ragtrim tune --seed S` reports as its test half.",
         "",
@@ -123,6 +132,20 @@ def render(r: dict[str, Any]) -> str:
                 f"{u['prompt_tokens']:.0f} / {u['context_tokens']:.0f} | {d[metric]:.3f} | "
                 f"{u[metric]:.3f} | {t['token_reduction']:.2f} | "
                 f"{t['context_token_reduction']:.2f} | {t['quality_ratio']:.3f} |"
+            )
+        lines += [
+            "",
+            "Other `--prior-queries` settings, same splits (median over seeds):",
+            "",
+            "| prior queries | context x | prompt x | quality ratio | seeds halved at target |",
+            "|---|---|---|---|---|",
+        ]
+        for p in data["by_prior_queries"]:
+            lines.append(
+                f"| {p['prior_queries']:g} | {p['context_token_reduction']['median']:.2f} | "
+                f"{p['prompt_token_reduction']['median']:.2f} | "
+                f"{p['quality_ratio']['median']:.3f} | "
+                f"{p['seeds_with_context_halved_at_target']} of {len(data['rows'])} |"
             )
         lines.append("")
     for name, reason in r["skipped"].items():
