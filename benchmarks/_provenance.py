@@ -36,6 +36,13 @@ def code_line(env: dict[str, Any]) -> str:
     )
 
 
+def footer(env: dict[str, Any], *packages: str) -> list[str]:
+    """The closing lines of a results page: the code line, then Python, the named package
+    versions and the platform."""
+    shown = ", ".join([f"Python {env['python']}", *(f"{p} {env[p]}" for p in packages)])
+    return [code_line(env), "", f"Environment: {shown}, {env['platform']}.", ""]
+
+
 def environment(**versions: Any) -> dict[str, Any]:
     """What a result file records about the code and machine: provenance, Python, the given
     package versions, the platform."""

@@ -30,7 +30,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-from _provenance import code_line, environment, write_results  # noqa: E402
+from _provenance import environment, footer, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "datasets" / "covid-qa"
@@ -338,13 +338,7 @@ def render_markdown(r: dict) -> str:
             )
         lines.append("")
     env = r["environment"]
-    lines += [
-        code_line(env),
-        "",
-        f"Environment: Python {env['python']}, numpy {env['numpy']}, {env['platform']}.",
-        "",
-    ]
-    return "\n".join(lines)
+    return "\n".join(lines + footer(env, "numpy"))
 
 
 if __name__ == "__main__":

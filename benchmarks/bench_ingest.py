@@ -41,7 +41,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-from _provenance import code_line, environment, write_results  # noqa: E402
+from _provenance import environment, footer, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "datasets" / "scifact"
@@ -439,11 +439,7 @@ def render_markdown(r: dict) -> str:
         + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in load["in_memory_bytes"].items())
         + ".",
         "",
-        code_line(r["environment"]),
-        "",
-        f"Environment: Python {r['environment']['python']}, torch {r['environment']['torch']}, "
-        f"numpy {r['environment']['numpy']}, {r['environment']['platform']}.",
-        "",
+        *footer(r["environment"], "torch", "numpy"),
     ]
     return "\n".join(lines)
 

@@ -32,7 +32,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-from _provenance import code_line, environment, write_results  # noqa: E402
+from _provenance import environment, footer, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "datasets" / "scifact"
@@ -432,11 +432,7 @@ def render_markdown(r: dict) -> str:
         f"input (p95 {t['p95_model_tokens']:.0f}, max {t['max_model_tokens']} model tokens); "
         "their tails are not embedded.",
         "",
-        code_line(r["environment"]),
-        "",
-        f"Environment: Python {env['python']}, numpy {env['numpy']}, faiss {env['faiss']}, "
-        f"torch {env['torch']}, {env['platform']}.",
-        "",
+        *footer(env, "numpy", "faiss", "torch"),
     ]
     return "\n".join(lines)
 

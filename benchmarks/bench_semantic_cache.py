@@ -39,7 +39,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-from _provenance import code_line, environment, write_results  # noqa: E402
+from _provenance import environment, footer, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "corpora" / "kestrel"
@@ -367,11 +367,7 @@ def render_markdown(r: dict) -> str:
             for t in r["bucket_timing"]
         ),
         "",
-        code_line(r["environment"]),
-        "",
-        f"Environment: Python {r['environment']['python']}, numpy {r['environment']['numpy']}, "
-        f"{r['environment']['platform']}.",
-        "",
+        *footer(r["environment"], "numpy"),
     ]
     return "\n".join(lines)
 

@@ -18,7 +18,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-from _provenance import code_line, environment, write_results  # noqa: E402
+from _provenance import environment, footer, write_results  # noqa: E402
 
 from ragtrim.bench.tune import PRIOR_QUERIES, split_spread  # noqa: E402
 
@@ -150,14 +150,7 @@ def render(r: dict[str, Any]) -> str:
         lines.append("")
     for name, reason in r["skipped"].items():
         lines += [f"Skipped {name}: {reason}.", ""]
-    lines += [
-        code_line(r["environment"]),
-        "",
-        f"Environment: Python {r['environment']['python']}, numpy {r['environment']['numpy']}, "
-        f"{r['environment']['platform']}.",
-        "",
-    ]
-    return "\n".join(lines)
+    return "\n".join(lines + footer(r["environment"], "numpy"))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ragtrim.bench.datasets import Dataset, Query
+from ragtrim.bench.datasets import Dataset, Query, load_dataset
 from ragtrim.bench.metrics import answer_recall, doc_recall, evidence_recall, ndcg_at_k, recall_at_k
 from ragtrim.config import QUERY_SLOTS
 from ragtrim.errors import ConfigError, IndexStoreError
@@ -129,6 +129,26 @@ def indexed_pipeline(
     )
     pipe.save(folder)
     return pipe, info
+
+
+def prepared(
+    dataset_path: Any,
+    config: Any,
+    answerable_only: bool,
+    limit: int | None,
+    seed: int,
+    progress: Progress | None = None,
+) -> tuple[Dataset, Pipeline, dict]:
+    """The data set as ``bench`` and ``tune`` take it (answerable questions only, a seeded
+    subset) and the pipeline with it ingested (see ``indexed_pipeline``)."""
+    dataset = load_dataset(dataset_path)
+    if answerable_only:
+        dataset = dataset.answerable()
+    if limit is not None:
+        dataset = dataset.subset(limit, seed)
+    pipe = Pipeline.from_config(config) if config is not None else Pipeline.default()
+    pipe, info = indexed_pipeline(pipe, dataset, progress)
+    return dataset, pipe, info
 
 
 def _variant(

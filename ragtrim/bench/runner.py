@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from ragtrim.bench.datasets import Dataset, load_dataset
+from ragtrim.bench.datasets import Dataset
 from ragtrim.bench.engine import (
     BASELINE_KS,
     BASELINE_MODES,
@@ -27,14 +27,13 @@ from ragtrim.bench.engine import (
     baseline_systems,
     evaluate,
     grid_systems,
-    indexed_pipeline,
     pareto_front,
+    prepared,
     primary_metric,
     summarise,
 )
 from ragtrim.errors import ConfigError
 from ragtrim.packing.pricing import price_per_token
-from ragtrim.pipeline import Pipeline
 
 METRICS = (
     "answer_recall",
@@ -296,13 +295,9 @@ def run_benchmark(
     progress: Progress | None = None,
 ) -> str:
     started = time.perf_counter()
-    dataset = load_dataset(dataset_path)
-    if answerable_only:
-        dataset = dataset.answerable()
-    if limit is not None:
-        dataset = dataset.subset(limit, seed)
-    pipe = Pipeline.from_config(config) if config is not None else Pipeline.default()
-    pipe, index_info = indexed_pipeline(pipe, dataset, progress)
+    dataset, pipe, index_info = prepared(
+        dataset_path, config, answerable_only, limit, seed, progress
+    )
     ragtrim_systems, modes, ks = load_sweep(Path(sweep) if sweep else None)
     systems = [*baseline_systems(modes, ks), *ragtrim_systems]
     records = evaluate(pipe, dataset, systems, progress)

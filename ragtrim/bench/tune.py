@@ -19,18 +19,17 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ragtrim.bench.datasets import Dataset, load_dataset
+from ragtrim.bench.datasets import Dataset
 from ragtrim.bench.engine import (
     Progress,
     System,
     evaluate,
     grid_systems,
-    indexed_pipeline,
+    prepared,
     primary_metric,
 )
 from ragtrim.config import dump_config
 from ragtrim.errors import ConfigError
-from ragtrim.pipeline import Pipeline
 
 #: what tuning searches: budget caps, how deep to retrieve, how strict the cutoff, unit size
 DEFAULT_SEARCH = {
@@ -178,13 +177,7 @@ def _compare(
 
 
 def _prepared(dataset_path, config, answerable_only, limit, seed, search, progress):
-    dataset = load_dataset(dataset_path)
-    if answerable_only:
-        dataset = dataset.answerable()
-    if limit is not None:
-        dataset = dataset.subset(limit, seed)
-    pipe = Pipeline.from_config(config) if config is not None else Pipeline.default()
-    pipe, _ = indexed_pipeline(pipe, dataset, progress)
+    dataset, pipe, _ = prepared(dataset_path, config, answerable_only, limit, seed, progress)
     default = System("default", "ragtrim")
     systems = [default, *grid_systems(search or DEFAULT_SEARCH, prefix="profile")]
     return dataset, pipe, primary_metric(dataset), default, systems

@@ -47,6 +47,7 @@ def candidate(
     start: int = 0,
     end: int | None = None,
     title: str | None = "Kestrel Relay",
+    section: tuple[str, ...] = (),
 ) -> Candidate:
     """The chunk ``doc[start:end]`` with sentence spans relative to the chunk, as chunkers
     store them."""
@@ -62,7 +63,7 @@ def candidate(
         end,
         COUNTER.count(text),
         metadata,
-        (),
+        section,
         sentences,
     )
     return Candidate(chunk, score, {"fused": score})
@@ -240,23 +241,12 @@ def test_extras_are_the_first_units_removed_when_the_budget_is_tight():
 
 def test_sentence_under_a_matching_heading_ranks_first():
     """Neither sentence says "port"; the section heading above one of them does."""
-
-    def under(doc_id: str, section: str, text: str, score: float) -> Candidate:
-        chunk = Chunk(
-            chunk_id(doc_id, 0, len(text)),
-            doc_id,
-            text,
-            0,
-            len(text),
-            COUNTER.count(text),
-            {"title": "Relay guide"},
-            (section,),
-            ((0, len(text)),),
-        )
-        return Candidate(chunk, score, {"fused": score})
-
-    ports = under("ports", "Network ports", "The admin listener defaults to 8470.", 0.5)
-    retention = under("retention", "Security", "The admin listener defaults to TLS 1.3.", 0.5)
+    ports = candidate(
+        "ports", "The admin listener defaults to 8470.", 0.5, section=("Network ports",)
+    )
+    retention = candidate(
+        "retention", "The admin listener defaults to TLS 1.3.", 0.5, section=("Security",)
+    )
     question = "Which port does the admin listener default to?"
     ranked = pack([retention, ports], question, max_units=1, dense_weight=0, chunk_weight=0)
     assert [p.doc_id for p in ranked.passages] == ["ports"]
