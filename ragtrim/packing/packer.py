@@ -3,8 +3,8 @@
 1. Units: every sentence of every candidate (``granularity="sentence"``) or every candidate
    chunk (``"chunk"``); text repeated verbatim elsewhere is one unit. A sentence's value mixes
    its dense similarity to the query, its lexical coverage of the query terms (partly counting
-   its title and section headings), and its chunk's (reranked) score; the lines right after a
-   sentence ending in a colon are worth nearly as much as it (they are what it announces).
+   its title and section headings), and its chunk's (reranked) score. Headings and code-fence
+   lines are labels: never selected on their own.
 2. Adaptive cutoff: only units worth at least ``relative_threshold`` x the best unit (and, with
    ``score_gap``, above the largest drop) are considered, so easy questions stay short and the
    budget is an upper bound, not a target.
@@ -62,7 +62,7 @@ class _Unit:
     cost: int = 0
     truncated: bool = False
     #: a Markdown heading or code-fence line: a label, never worth selecting on its own
-    heading: bool = False
+    label: bool = False
     #: the document's whitespace just before this unit (rejoins adjacent units verbatim)
     lead: str = ""
 
@@ -107,11 +107,6 @@ class ContextPacker(Stage):
         #: share of a unit's lexical score that also counts query terms in its document title
         #: and section headings (a sentence under "Default ports" answers "which port")
         heading_weight: float = Field(0.5, ge=0, le=1)
-        #: a sentence ending in a colon introduces what follows ("... or run:" then the
-        #: command); the next ``lead_in_units`` units of its chunk are worth at least this
-        #: share of its value
-        lead_in_weight: float = Field(0.9, ge=0, le=1)
-        lead_in_units: int = Field(3, ge=0)
         neighbours: int = Field(0, ge=0)
         keep_first_sentence: bool = False
         ordering: Literal["score", "document", "edges"] = "score"
@@ -352,7 +347,7 @@ class ContextPacker(Stage):
                 covering.append(len(units))
                 before = chunk.text[max(0, a - 16) : a]
                 lead = before[len(before.rstrip()) :]
-                heading = cfg.granularity == "sentence" and text.startswith(_LABEL_PREFIXES)
+                label = cfg.granularity == "sentence" and text.startswith(_LABEL_PREFIXES)
                 cost = max(1, round(tokens_per_char * (b - a))) + 1
                 units.append(
                     _Unit(
@@ -364,7 +359,7 @@ class ContextPacker(Stage):
                         text,
                         prior,
                         cost,
-                        heading=heading,
+                        label=label,
                         lead=lead,
                     )
                 )
@@ -398,8 +393,6 @@ class ContextPacker(Stage):
                 + cfg.lexical_weight * lexical[i]
                 + cfg.chunk_weight * unit.value
             ) / total
-        if cfg.granularity == "sentence" and cfg.lead_in_weight and cfg.lead_in_units:
-            _lift_lead_ins(units, coverage, cfg.lead_in_weight, cfg.lead_in_units)
         vectors = (
             np.concatenate(unit_vectors) if unit_vectors and cfg.granularity == "sentence" else None
         )
@@ -412,7 +405,7 @@ class ContextPacker(Stage):
         if not units:
             return [], np.zeros(0, dtype=np.int64)
         values = np.array([u.value for u in units])
-        ranked = np.where([u.heading for u in units], -np.inf, values)
+        ranked = np.where([u.label for u in units], -np.inf, values)
         eligible = adaptive_cutoff(ranked, cfg.relative_threshold, cfg.score_gap)
         eligible = eligible[np.isfinite(ranked[eligible])]
         if cfg.max_units is not None:
@@ -578,25 +571,6 @@ def _headings(
         heading = " ".join([chunk.title or "", *chunk.section])
         of_candidate.append(texts.setdefault(heading, len(texts)))
     return list(texts), [of_candidate[u.candidate] for u in units], weight
-
-
-def _lift_lead_ins(
-    units: list[_Unit], coverage: list[list[int]], weight: float, span: int
-) -> None:
-    """What a lead-in sentence announces ("A typical month end takes less than an hour:") is
-    in the list items or code lines after it, which rarely repeat the query's words."""
-    values = [u.value for u in units]
-    for members in coverage:
-        for position, i in enumerate(members):
-            if not units[i].text.rstrip("*_ ").endswith(":"):
-                continue
-            announced = 0
-            for j in members[position + 1 :]:
-                if announced == span or units[j].text.startswith("#"):
-                    break
-                if not units[j].heading:  # a code fence: look past it
-                    units[j].value = max(units[j].value, weight * values[i])
-                    announced += 1
 
 
 def _join_spans(units: list[_Unit]) -> tuple[str, list[Span]]:

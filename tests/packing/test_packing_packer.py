@@ -262,40 +262,20 @@ def test_heading_is_never_selected_on_its_own():
     assert result.passages[0].text == ANSWER
 
 
-ROTATE_DOC = (
-    "## Certificates\n\nTo rotate the broker certificate, run:\n\n```bash\n"
-    "relayctl tls renew --broker-id 4\n```\n\nCertificates are valid for one year."
-)
-
-
-@pytest.mark.parametrize(("lead_in_weight", "expected"), [(0.9, True), (0.0, False)])
-def test_lead_in_sentence_brings_the_command_it_announces(lead_in_weight, expected):
-    """The command shares no word with the question; the sentence ending in a colon does."""
+def test_code_fence_lines_are_never_selected_on_their_own():
+    doc = (
+        "To rotate the broker certificate, run:\n\n```bash\n"
+        "relayctl tls renew --broker-id 4\n```\n\nCertificates are valid for one year."
+    )
     result = pack(
-        [candidate("tls", ROTATE_DOC, 1.0)],
-        "How do I rotate the broker certificate?",
-        relative_threshold=0.8,
+        [candidate("tls", doc, 1.0)],
+        "How do I rotate the broker certificate with relayctl?",
+        relative_threshold=0,
         redundancy_penalty=0,
-        lead_in_weight=lead_in_weight,
     )
     [passage] = result.passages
-    assert pieces(passage)[0] == "To rotate the broker certificate, run:"
-    assert ("relayctl tls renew --broker-id 4" in pieces(passage)) is expected
-    assert "```" not in passage.text  # fences are labels, never selected on their own
-
-
-def test_lead_in_reaches_only_its_next_units():
-    doc = "Before upgrading:\n\n- Back up the config.\n- Drain the broker.\n- Check the disk."
-    result = pack(
-        [candidate("upgrade", doc, 1.0)],
-        "What should I do before upgrading?",
-        relative_threshold=0.8,
-        redundancy_penalty=0,
-        lead_in_units=2,
-    )
-    assert pieces(result.passages[0]) == [
-        "Before upgrading:\n\n- Back up the config.\n- Drain the broker."
-    ]
+    assert "relayctl tls renew --broker-id 4" in pieces(passage)
+    assert "```" not in passage.text
 
 
 @pytest.mark.parametrize(
