@@ -1,7 +1,7 @@
 """Context tokens and answer recall of each framework's default retriever, with and without ragtrim.
 
 Run from the repository root: ``python benchmarks/bench_integrations.py [--limit N]``. Reads
-``corpora/kestrel`` (51 documents, 172 questions; ``--limit`` takes a seeded random subset) and
+``corpora/kestrel`` (51 documents, 348 questions; ``--limit`` takes a seeded random subset) and
 writes ``benchmarks/results/integrations.json`` and ``.md``.
 
 Each setup is the framework's documented default, with the default MiniLM model where one

@@ -1,7 +1,7 @@
 """Semantic query cache: hit rate on paraphrases, false hits on near-misses and other queries.
 
 Run from the repository root: ``python benchmarks/bench_semantic_cache.py``. Reads
-``corpora/kestrel/queries.jsonl`` (172 questions) and ``corpora/kestrel/paraphrases.jsonl``
+``corpora/kestrel/queries.jsonl`` (348 questions) and ``corpora/kestrel/paraphrases.jsonl``
 (160 rewrites: 80 same-intent paraphrases and 80 near-misses that ask something else) and
 writes ``benchmarks/results/semantic_cache_kestrel.json`` and ``.md``.
 
@@ -11,7 +11,7 @@ embedding cache), in one bucket per experiment as if filters, profile and index 
 
 - Pairs: one bucket per rewrite holding only its original question; the rewrite is looked up.
   A hit on a same-intent rewrite is a correct hit; a hit on a near-miss is a false hit.
-- All queries: one bucket holding all 172 questions; each rewrite is looked up. A hit on a
+- All queries: one bucket holding all 348 questions; each rewrite is looked up. A hit on a
   question other than its own counts false unless both questions have the same gold answers
   (normalised answer sets equal); a hit on its own question is correct for a paraphrase and
   false for a near-miss.
