@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ragtrim.bench.metrics import word_form
 from ragtrim.filtering import parse_filter
 from ragtrim.tokens import get_counter
 
@@ -103,3 +104,11 @@ def test_paraphrases_refer_to_real_queries():
     assert all(r["query_id"] in ids and r["text"].strip() for r in rows)
     counts = Counter(r["same_intent"] for r in rows)
     assert counts[True] >= 40 and counts[False] >= 40
+
+
+def test_no_question_asks_what_a_near_miss_asks():
+    """The semantic-cache benchmark counts a near-miss that hits another question as a false
+    hit, so no question may be a near-miss's own wording."""
+    questions = {word_form(q["question"]) for q in QUERIES}
+    near_misses = [r["text"] for r in _jsonl("paraphrases.jsonl") if not r["same_intent"]]
+    assert [t for t in near_misses if word_form(t) in questions] == []
