@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,21 @@ def test_split_halves_is_seeded() -> None:
     assert [q.id for q in first[0].queries] == [q.id for q in again[0].queries]
     splits = {tuple(q.id for q in split_halves(dataset, seed)[0].queries) for seed in range(8)}
     assert len(splits) > 1
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_split_halves_barely_moves_when_queries_are_added(seed: int) -> None:
+    """A growing evaluation set keeps its split: each added query moves at most one existing
+    query of its task type across halves (shuffling positions would reshuffle them all)."""
+    small = synthetic({"factoid": 40, "yes_no": 30})
+    grown = synthetic({"factoid": 44, "yes_no": 30})
+    old_ids = {q.id for q in small.queries}
+    before = {q.id for q in split_halves(small, seed)[0].queries}
+    after = {q.id for q in split_halves(grown, seed)[0].queries} & old_ids
+    assert len(before ^ after) <= 4
+    # the split depends on ids, not on the order of the file
+    reversed_file = replace(small, queries=small.queries[::-1])
+    assert {q.id for q in split_halves(reversed_file, seed)[0].queries} == before
 
 
 # --- choosing profiles ----------------------------------------------------------------------
