@@ -3,10 +3,11 @@
 Run from the repository root: ``python benchmarks/bench_tuning_seeds.py``. Uses
 ``ragtrim.bench.tune.split_spread`` with the tuner's defaults (``DEFAULT_SEARCH``, target
 0.95) on the bundled corpus and, when ``../shared`` is there, on SQuAD's answerable questions
-(600, as in the committed tuning run). Writes ``benchmarks/results/tuning/seeds.json`` and
-``.md``: per seed the test half's default vs tuned prompt and context tokens and quality ratio
-at the default ``--prior-queries``, the median and range over seeds, and the same medians for
-other ``--prior-queries`` settings (more shrinkage keeps quality, saves fewer tokens).
+(600, as in the committed tuning run) and 300 PubMedQA questions (as in the bench run). Writes
+``benchmarks/results/tuning/seeds.json`` and ``.md``: per seed the test half's default vs tuned
+prompt and context tokens and quality ratio at the default ``--prior-queries``, the median and
+range over seeds, and the same medians for other ``--prior-queries`` settings (more shrinkage
+keeps quality, saves fewer tokens).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ DATA_SETS = {
         "answerable_only": True,
         "limit": 600,
     },
+    # yes/no/maybe labels: quality is gold-document recall, as in the bench results
+    "PubMedQA (300, document recall)": {"path": SHARED / "pubmedqa-l", "limit": 300},
 }
 
 
