@@ -24,7 +24,7 @@ from ragtrim.errors import RagtrimError
 try:  # recent typer vendors click as typer._click; older typer uses click itself
     from typer._click import exceptions as _click_errors
 except ImportError:
-    from click import exceptions as _click_errors
+    from click import exceptions as _click_errors  # type: ignore[no-redef]
 
 USER_ERROR = 2
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ragtrim import __version__
 from ragtrim.cache import RetrievalCache, SemanticCache, cache_key, normalise_query, semantic_bucket
@@ -88,7 +88,8 @@ class Pipeline:
         )
         cache_dir = Path(config.cache.directory) if config.cache.directory else default_cache_dir()
         self.cache_dir = cache_dir
-        base_embedder = embedder if embedder is not None else self.stages["embedder"]
+        # the config validator guarantees an embedder stage
+        base_embedder = embedder if embedder is not None else cast(Any, self.stages["embedder"])
         self.embedder = CachedEmbedder(
             base_embedder, EmbeddingCache(cache_dir) if config.cache.embeddings else None
         )
@@ -374,9 +375,9 @@ class Pipeline:
         manifest, data_dir = read_index_dir(Path(directory))
         if config is None:
             config = manifest["config"]
-        elif isinstance(config, (str, Path)):
-            config = load_config(config)
-        pipeline = cls(config, **overrides)
+        pipeline = cls(
+            load_config(config) if isinstance(config, (str, Path)) else config, **overrides
+        )
         if manifest.get("encoding") != pipeline.counter.name:
             raise IndexStoreError(
                 f"{directory}: index was built with token encoding {manifest.get('encoding')!r}, "
@@ -386,11 +387,12 @@ class Pipeline:
             manifest.get("dimension")
             and manifest.get("embedding_model") != pipeline.embedder.fingerprint
         ):
+            spec = pipeline.config.stages["embedder"]
             raise IndexStoreError(
                 f"{directory}: index was built with embedding model "
                 f"{manifest['config']['stages']['embedder']['init_parameters'].get('model')!r} "
                 f"({manifest.get('embedding_model')}), the pipeline's embedder is "
-                f"{pipeline.config.stages['embedder'].init_parameters.get('model')!r} "
+                f"{spec.init_parameters.get('model') if spec else None!r} "
                 f"({pipeline.embedder.fingerprint}); re-ingest or use the same model"
             )
         if pipeline.config.index.model_dump() != manifest["index_config"]:

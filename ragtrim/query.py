@@ -83,7 +83,7 @@ class QueryContext:
                 rows[i] = vector
         if not rows:
             return np.zeros((0, 0), dtype=np.float32)
-        return np.vstack(rows).astype(np.float32, copy=False)
+        return np.vstack([row for row in rows if row is not None]).astype(np.float32, copy=False)
 
     def sentence_vectors(self, chunk: Chunk) -> np.ndarray:
         """One row per sentence span of ``chunk`` (stored at ingestion when configured)."""

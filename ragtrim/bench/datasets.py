@@ -658,11 +658,11 @@ def _load_hotpot(
                 stats["conflicting_titles"] += 1
         gold_sentences: list[str] = []
         for title, index in facts:
-            sentences = sentences_by_title.get(title)
-            if sentences is None or not 0 <= index < len(sentences):
+            titled = sentences_by_title.get(title)
+            if titled is None or not 0 <= index < len(titled):
                 stats["supporting_facts_missing"] += 1
                 continue
-            sentence = sentences[index].strip()
+            sentence = titled[index].strip()
             if sentence not in gold_sentences:
                 gold_sentences.append(sentence)
             if sentence not in documents[title].text:

@@ -191,7 +191,7 @@ def evaluate(
     groups: dict[str, list[tuple[System, dict[str, Stage | None]]]] = {}
     for system in ragtrim:
         stages = _variant(base_stages, system.overrides)
-        key = repr([stages[s].to_dict() if stages[s] else None for s in QUERY_SLOTS])
+        key = repr([stage.to_dict() if stage else None for stage in map(stages.get, QUERY_SLOTS)])
         groups.setdefault(key, []).append((system, stages))
     modes = sorted({s.mode for s in naive})
     max_k = max((s.k for s in naive), default=0)
@@ -211,10 +211,10 @@ def evaluate(
             started = time.perf_counter()
             if base_stages["filter"] is not None:
                 base_stages["filter"].run(ctx, [])  # type: ignore[attr-defined]
-            candidates = retriever.run(ctx, []).candidates  # type: ignore[attr-defined]
+            found = retriever.run(ctx, []).candidates  # type: ignore[union-attr]
             latency = (time.perf_counter() - started) * 1000
             for system in (s for s in naive if s.mode == mode):
-                top = candidates[: system.k]
+                top = found[: system.k]
                 context = packer.render_naive(top)
                 prompt = packer.templates.render(context, query.question).prompt
                 record = {

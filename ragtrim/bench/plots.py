@@ -57,9 +57,11 @@ def plot_tokens_vs_quality(
         )
     front_points = sorted((summary[n]["context_tokens"], summary[n][metric]["mean"]) for n in front)
     if front_points:
-        ax.plot(*zip(*front_points, strict=True), color="black", linewidth=1, alpha=0.4, zorder=0)
+        xs, ys = zip(*front_points, strict=True)
+        ax.plot(xs, ys, color="black", linewidth=1, alpha=0.4, zorder=0)
         ax.scatter(
-            *zip(*front_points, strict=True),
+            xs,
+            ys,
             facecolors="none",
             edgecolors="black",
             s=120,

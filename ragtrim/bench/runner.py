@@ -114,7 +114,7 @@ def _listed(data: Mapping[str, Any], key: str, default: Any, path: Path) -> list
 
 
 def _environment() -> dict[str, Any]:
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in (
         "ragtrim",
         "numpy",

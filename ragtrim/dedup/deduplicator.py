@@ -434,8 +434,9 @@ class Deduplicator(Stage):
         if ctx.index is not None:
             for i, candidate in enumerate(kept):
                 parts = members.get(candidate.chunk.id)
-                stored = [ctx.index.chunk_vector(p.id) for p in parts] if parts else []
-                if stored and all(v is not None for v in stored):
+                found = [ctx.index.chunk_vector(p.id) for p in parts] if parts else []
+                stored = [v for v in found if v is not None]
+                if stored and len(stored) == len(found):
                     rows[i] = _unit_rows(np.vstack(stored)).mean(axis=0)
         missing = [i for i, row in enumerate(rows) if row is None]
         if missing:
@@ -445,7 +446,7 @@ class Deduplicator(Stage):
                 raise ConfigError(f"dedup.{field}: {exc}") from exc
             for i, vector in zip(missing, fresh, strict=True):
                 rows[i] = vector
-        return _unit_rows(np.vstack(rows))
+        return _unit_rows(np.vstack([row for row in rows if row is not None]))
 
     def _drop_near(
         self, kept: list[Candidate], words: WordTable, drops: list[Drop], notes: list[str]

@@ -674,7 +674,7 @@ class Filter:
         return f"Filter({self._json})"
 
 
-def parse_filter(spec: Mapping[str, Any]) -> Filter:
+def parse_filter(spec: Mapping[str, Any] | Filter) -> Filter:
     """Validate and compile a filter; every problem raises ``FilterError(path, message)``."""
     if isinstance(spec, Filter):
         return spec

@@ -80,7 +80,7 @@ def term_frequencies(token_lists: Sequence[Sequence[str]], vocab: dict[str, int]
             dtype=np.int64,
             count=int(lengths.sum()),
         )
-        bad = next((t for t in islice(vocab, known, None) if not isinstance(t, str)), None)
+        bad: object = next((t for t in islice(vocab, known, None) if not isinstance(t, str)), None)
     except TypeError as exc:
         bad = exc
     if bad is not None:

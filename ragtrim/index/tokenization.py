@@ -199,18 +199,18 @@ class Tokenizer:
             shortest = self.min_token_length
             tokens = [t for t in tokens if len(t) >= shortest or _CJK_CHARACTER.match(t)]
         if self.stemmer is not None and tokens:
-            tokens = self._stem(tokens)
+            tokens = self._stem(tokens, self.stemmer)
         return tokens
 
     def tokenize_many(self, texts: Iterable[str]) -> list[list[str]]:
         return [self.tokenize(text) for text in texts]
 
-    def _stem(self, tokens: list[str]) -> list[str]:
+    def _stem(self, tokens: list[str], language: str) -> list[str]:
         cache = self._stems
         missing = list({t for t in tokens if t not in cache})
         if not missing:
             return [cache[t] for t in tokens]
-        stems = _stemmer(self.stemmer).stemWords(missing)
+        stems = _stemmer(language).stemWords(missing)
         if len(cache) + len(missing) <= STEM_CACHE_SIZE:
             cache.update(zip(missing, stems, strict=True))
             return [cache[t] for t in tokens]

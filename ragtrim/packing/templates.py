@@ -61,8 +61,8 @@ def validate_prompt_template(template: str, field_name: str) -> str:
         )
     missing = {"context", "question"} - slots
     if missing:
-        slots = ", ".join("{" + m + "}" for m in sorted(missing))
-        raise ConfigError(f"{field_name}: template must contain {slots}")
+        needed = ", ".join("{" + m + "}" for m in sorted(missing))
+        raise ConfigError(f"{field_name}: template must contain {needed}")
     return template
 
 

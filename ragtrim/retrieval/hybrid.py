@@ -83,8 +83,8 @@ class HybridRetriever(Stage):
         order = np.lexsort((union, -fused))[: cfg.top_k]
         out = []
         for j in order:
-            scores = {name: float(exact[i, j]) for i, name in enumerate(names)}
-            scores["fused"] = float(fused[j])
-            out.append(Candidate(index.chunk_at(int(union[j])), float(fused[j]), scores))
+            per_list = {name: float(exact[i, j]) for i, name in enumerate(names)}
+            per_list["fused"] = float(fused[j])
+            out.append(Candidate(index.chunk_at(int(union[j])), float(fused[j]), per_list))
         stats["union"] = len(union)
         return StageOutput(out, notes=notes, stats=stats)
