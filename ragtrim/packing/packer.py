@@ -265,7 +265,14 @@ class ContextPacker(Stage):
             },
         )
 
-    def _fit_exactly(self, ctx, budget, units, chosen, candidates):
+    def _fit_exactly(
+        self,
+        ctx: QueryContext,
+        budget: int | None,
+        units: list[_Unit],
+        chosen: list[int],
+        candidates: list[Candidate],
+    ) -> tuple[list[int], str, list[Passage], object, int, int, int]:
         """Exact accounting: the emitted prompt is counted with the real tokenizer and, while it
         is over budget, the least valuable units are removed, as many at a time as their
         estimated costs say are needed (selection costs are estimates, so this check runs on
