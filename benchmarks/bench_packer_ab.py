@@ -27,6 +27,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
+from _candidates import candidates_per_query  # noqa: E402
 from _provenance import environment, footer, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,25 +57,6 @@ def packer_at(revision: str):
     return module.ContextPacker, commit
 
 
-def candidates_per_query():
-    from ragtrim.bench.engine import prepared
-    from ragtrim.config import QUERY_SLOTS
-    from ragtrim.query import QueryContext
-
-    dataset, pipe, _ = prepared(CORPUS, None, False, None, 0)
-    out = []
-    for query in dataset.queries:
-        ctx = QueryContext(
-            query.question, pipe.counter, query.task_type, query.filters, pipe.index, pipe.embedder
-        )
-        candidates = []
-        for slot in QUERY_SLOTS:
-            if pipe.stages[slot] is not None:
-                candidates = pipe.stages[slot].run(ctx, candidates).candidates
-        out.append((query, ctx, candidates))
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--against", default="HEAD~1", help="git revision of the other packer")
@@ -86,7 +68,7 @@ def main() -> None:
 
     before_class, commit = packer_at(args.against)
     packers = {"current": ContextPacker(), "before": before_class()}
-    work = candidates_per_query()
+    work = candidates_per_query(CORPUS)
     # one untimed pass: sentence vectors and term ids are read once, for both alike
     packed = {name: [p.run(c, list(cs)) for _, c, cs in work] for name, p in packers.items()}
     contexts = {name: [r.context for r in results] for name, results in packed.items()}

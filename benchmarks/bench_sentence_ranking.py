@@ -33,6 +33,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
+from _candidates import candidates_per_query  # noqa: E402
 from _provenance import environment, footer, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,13 +86,10 @@ def _headed_sentence_vectors(ctx_class):
 
 
 def questions_of(path: Path, limit: int | None) -> list[Question]:
-    from ragtrim.bench.engine import prepared
     from ragtrim.bench.metrics import answer_recall
-    from ragtrim.config import QUERY_SLOTS
     from ragtrim.packing.packer import ContextPacker
     from ragtrim.query import QueryContext
 
-    dataset, pipe, _ = prepared(path, None, True, limit, 0)
     headed = _headed_sentence_vectors(QueryContext)
     signals = {
         "dense": ContextPacker(dense_weight=1, lexical_weight=0, chunk_weight=0),
@@ -99,18 +97,13 @@ def questions_of(path: Path, limit: int | None) -> list[Question]:
         "chunk": ContextPacker(dense_weight=0, lexical_weight=0, chunk_weight=1),
     }
     out = []
-    for query in dataset.queries:
-        args = (query.question, pipe.counter, query.task_type, query.filters, pipe.index)
-        ctx = QueryContext(*args, pipe.embedder)
-        candidates = []
-        for slot in QUERY_SLOTS:
-            if slot != "packer" and pipe.stages[slot] is not None:
-                candidates = pipe.stages[slot].run(ctx, candidates).candidates
+    for query, ctx, candidates in candidates_per_query(path, answerable_only=True, limit=limit):
         scores = {}
         for name, packer in signals.items():
             units, _, _ = packer._units(ctx, candidates)
             scores[name] = np.array([u.value for u in units])
-        contextual, _, _ = signals["dense"]._units(headed(*args, pipe.embedder), candidates)
+        fields = (ctx.query, ctx.counter, ctx.task_type, ctx.filters, ctx.index, ctx.embedder)
+        contextual, _, _ = signals["dense"]._units(headed(*fields), candidates)
         out.append(
             Question(
                 costs=np.array([u.cost for u in units]),

@@ -1,0 +1,30 @@
+"""The default pipeline's candidates for every question of a data set, for benchmarks that
+replay the packer (or parts of it) on fixed candidates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def candidates_per_query(
+    dataset_path: Path, answerable_only: bool = False, limit: int | None = None
+) -> list[tuple[Any, Any, list]]:
+    """``(query, context, candidates)`` per question: the data set ingested as ``bench`` does
+    it, then the query stages (filter, retriever, reranker, dedup) run once, packer excluded."""
+    from ragtrim.bench.engine import prepared
+    from ragtrim.config import QUERY_SLOTS
+    from ragtrim.query import QueryContext
+
+    dataset, pipe, _ = prepared(dataset_path, None, answerable_only, limit, 0)
+    out = []
+    for query in dataset.queries:
+        ctx = QueryContext(
+            query.question, pipe.counter, query.task_type, query.filters, pipe.index, pipe.embedder
+        )
+        candidates: list = []
+        for slot in QUERY_SLOTS:
+            if pipe.stages[slot] is not None:
+                candidates = pipe.stages[slot].run(ctx, candidates).candidates
+        out.append((query, ctx, candidates))
+    return out
