@@ -8,23 +8,34 @@ from typing import Any
 
 
 def candidates_per_query(
-    dataset_path: Path, answerable_only: bool = False, limit: int | None = None
-) -> list[tuple[Any, Any, list]]:
+    dataset_path: Path,
+    answerable_only: bool = False,
+    limit: int | None = None,
+    config: Any = None,
+    with_retrieved: bool = False,
+) -> list[tuple]:
     """``(query, context, candidates)`` per question: the data set ingested as ``bench`` does
-    it, then the query stages (filter, retriever, reranker, dedup) run once, packer excluded."""
+    it, then the query stages (filter, retriever, reranker, dedup) run once, packer excluded.
+    ``config`` is a pipeline config (default: ``Pipeline.default()``'s). ``with_retrieved``
+    appends the retriever's own ranking (before rerank and dedup: what naive top-k sends)."""
     from ragtrim.bench.engine import prepared
     from ragtrim.config import QUERY_SLOTS
     from ragtrim.query import QueryContext
 
-    dataset, pipe, _ = prepared(dataset_path, None, answerable_only, limit, 0)
-    out = []
+    dataset, pipe, _ = prepared(dataset_path, config, answerable_only, limit, 0)
+    out: list[tuple] = []
     for query in dataset.queries:
         ctx = QueryContext(
             query.question, pipe.counter, query.task_type, query.filters, pipe.index, pipe.embedder
         )
         candidates: list = []
+        retrieved: list = []
         for slot in QUERY_SLOTS:
             if pipe.stages[slot] is not None:
                 candidates = pipe.stages[slot].run(ctx, candidates).candidates
-        out.append((query, ctx, candidates))
+                if slot == "retriever":
+                    retrieved = list(candidates)
+        out.append(
+            (query, ctx, candidates, retrieved) if with_retrieved else (query, ctx, candidates)
+        )
     return out

@@ -256,6 +256,14 @@ def tune(
             help="shrink each task type's quality towards all types' (as if N more queries)",
         ),
     ] = 5.0,
+    refit_scorer: Annotated[
+        bool,
+        typer.Option(
+            "--refit-scorer",
+            help="also refit the packer's unit scorer on the tune half's labels "
+            "(written beside --out as .scorer.json)",
+        ),
+    ] = False,
 ) -> None:
     """Find the cheapest profile per task type that keeps quality, and write it into a config."""
     from ragtrim.bench.tune import load_search, tune_profiles
@@ -272,6 +280,7 @@ def tune(
             seed=seed,
             answerable_only=answerable_only,
             prior_queries=prior_queries,
+            refit_scorer=refit_scorer,
             progress=progress,
         )
     typer.echo(summary)

@@ -38,16 +38,19 @@ from ragtrim.types import Candidate, Chunk, Document, Report, StageReport, Token
 DEFAULT_PROFILE = "default"
 
 
+DEFAULT_STAGE_TYPES: dict[str, type[Stage]] = {
+    "chunker": StructureChunker,
+    "embedder": SentenceTransformerEmbedder,
+    "filter": MetadataFilter,
+    "retriever": HybridRetriever,
+    "reranker": EmbeddingReranker,
+    "dedup": Deduplicator,
+    "packer": ContextPacker,
+}
+
+
 def default_stages() -> dict[str, Stage]:
-    return {
-        "chunker": StructureChunker(),
-        "embedder": SentenceTransformerEmbedder(),
-        "filter": MetadataFilter(),
-        "retriever": HybridRetriever(),
-        "reranker": EmbeddingReranker(),
-        "dedup": Deduplicator(),
-        "packer": ContextPacker(),
-    }
+    return {slot: stage_type() for slot, stage_type in DEFAULT_STAGE_TYPES.items()}
 
 
 class Pipeline:

@@ -83,17 +83,34 @@ def lexical_coverage(
     "Default ports" answers "which port ..." without repeating "port", so ``weight`` of the
     score is the coverage of the sentence together with its title and section path.
     """
+    if headings is None or not headings[2]:
+        return lexical_coverages(query, texts, tokenizer, stored)[0]
+    weight = headings[2]
+    coverage, under = lexical_coverages(query, texts, tokenizer, stored, headings[:2])
+    return (1.0 - weight) * coverage + weight * under
+
+
+def lexical_coverages(
+    query: str,
+    texts: Sequence[str],
+    tokenizer: Tokenizer | None = None,
+    stored: tuple[Any, Sequence[np.ndarray | None]] | None = None,
+    headings: tuple[Sequence[str], Sequence[int]] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The coverage of each text alone and together with its heading (the heading coverage
+    equals the first when ``headings`` is ``None``), from one presence matrix."""
     tokenizer = tokenizer or default_tokenizer()
     terms = query_terms(query, tokenizer)
     if not terms or not texts:
-        return np.zeros(len(texts))
+        zeros = np.zeros(len(texts))
+        return zeros, zeros
     present = _presence(terms, texts, tokenizer, stored)
     coverage = _idf_coverage(present)
-    if headings is None or not headings[2]:
-        return coverage
-    heading_texts, heading_of_text, weight = headings
+    if headings is None:
+        return coverage, coverage
+    heading_texts, heading_of_text = headings
     under = _presence(terms, heading_texts, tokenizer)[np.asarray(heading_of_text, dtype=np.int64)]
-    return (1.0 - weight) * coverage + weight * _idf_coverage(present | under)
+    return coverage, _idf_coverage(present | under)
 
 
 def _idf_coverage(present: np.ndarray) -> np.ndarray:

@@ -178,6 +178,29 @@ def _ranked_doc_ids(candidates: Sequence[Candidate]) -> list[str]:
     return list(dict.fromkeys(c.chunk.doc_id for c in candidates))
 
 
+def query_candidates(
+    pipe: Pipeline, stages: Mapping[str, Stage | None], query: Query
+) -> tuple[QueryContext, list[Candidate], dict[str, float], list[str]]:
+    """One question through the query stages (packer excluded): its context, the candidates,
+    each stage's time and the retriever's document ranking."""
+    ctx = QueryContext(
+        query.question, pipe.counter, query.task_type, query.filters, pipe.index, pipe.embedder
+    )
+    candidates: list[Candidate] = []
+    stage_ms: dict[str, float] = {}
+    ranking: list[str] = []
+    for slot in QUERY_SLOTS:
+        stage = stages[slot]
+        if stage is None:
+            continue
+        t0 = time.perf_counter()
+        candidates = stage.run(ctx, candidates).candidates  # type: ignore[attr-defined]
+        stage_ms[slot] = (time.perf_counter() - t0) * 1000
+        if slot == "retriever":
+            ranking = _ranked_doc_ids(candidates)
+    return ctx, candidates, stage_ms, ranking
+
+
 def evaluate(
     pipe: Pipeline, dataset: Dataset, systems: Sequence[System], progress: Progress | None = None
 ) -> list[dict[str, Any]]:
@@ -233,27 +256,8 @@ def evaluate(
     for group in groups.values():
         stages = group[0][1]
         for query in dataset.queries:
-            ctx = QueryContext(
-                query.question,
-                pipe.counter,
-                query.task_type,
-                query.filters,
-                pipe.index,
-                pipe.embedder,
-            )
             started = time.perf_counter()
-            candidates: list[Candidate] = []
-            stage_ms: dict[str, float] = {}
-            ranking: list[str] = []
-            for slot in QUERY_SLOTS:
-                stage = stages[slot]
-                if stage is None:
-                    continue
-                t0 = time.perf_counter()
-                candidates = stage.run(ctx, candidates).candidates  # type: ignore[attr-defined]
-                stage_ms[slot] = (time.perf_counter() - t0) * 1000
-                if slot == "retriever":
-                    ranking = _ranked_doc_ids(candidates)
+            ctx, candidates, stage_ms, ranking = query_candidates(pipe, stages, query)
             retrieval_ms = (time.perf_counter() - started) * 1000
             reranked = _ranked_doc_ids(candidates)
             retrieval = {}

@@ -34,7 +34,7 @@ from ragtrim.errors import ConfigError
 #: what tuning searches: budget caps, how deep to retrieve, how strict the cutoff, unit size
 DEFAULT_SEARCH = {
     "packer.budget": [160, 320, 640, 1024],
-    "packer.relative_threshold": [0.45, 0.5, 0.55, 0.6, 0.7],
+    "packer.min_probability": [0.01, 0.02, 0.04, 0.08, 0.15],
     "packer.granularity": ["sentence", "chunk"],
     "retriever.top_k": [10, 30],
 }
@@ -244,12 +244,28 @@ def tune_profiles(
     seed: int = 0,
     answerable_only: bool = False,
     prior_queries: float = PRIOR_QUERIES,
+    refit_scorer: bool = False,
     progress: Progress | None = None,
 ) -> str:
     dataset, pipe, metric, default, systems = _prepared(
         dataset_path, config, answerable_only, limit, seed, search, progress
     )
     tune_half, test_half = split_halves(dataset, seed)
+    refit = None
+    if refit_scorer:
+        refit = _refit_scorer(pipe, tune_half, test_half, metric, Path(out), progress)
+        pipe.stages["packer"] = pipe.stages["packer"].with_params(  # type: ignore[union-attr]
+            scorer_path=refit["path"]
+        )
+        packer_spec = pipe.config.stages["packer"]
+        assert packer_spec is not None
+        stages = dict(pipe.config.stages)
+        stages["packer"] = packer_spec.model_copy(
+            update={
+                "init_parameters": {**packer_spec.init_parameters, "scorer_path": refit["path"]}
+            }
+        )
+        pipe.config = pipe.config.model_copy(update={"stages": stages})
     tune_records = evaluate(pipe, tune_half, systems, progress)
     profiles = choose_profiles(_table(tune_records, metric), systems, target, prior_queries)
     test_records = evaluate(
@@ -276,6 +292,7 @@ def tune_profiles(
         "profiles": {t: s.to_dict() for t, s in profiles.items()},
         "tune_half": _compare(tune_records, metric, default.name, profiles),
         "test_half": _compare(test_records, metric, default.name, profiles),
+        "refit_scorer": refit,
     }
     out.with_suffix(".report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     lines = [
@@ -285,6 +302,13 @@ def tune_profiles(
         "|---|---|",
     ]
     lines += [f"| {t} | {s.name} |" for t, s in profiles.items()]
+    if refit is not None:
+        before, after = refit["test_half"]["shipped"], refit["test_half"]["refit"]
+        lines.append(
+            f"\nunit scorer refitted on the tune half ({refit['path']}); test half, default "
+            f"profile: {metric} {_shown(before[metric])} -> {_shown(after[metric])} at "
+            f"{before['context_tokens']:.0f} -> {after['context_tokens']:.0f} context tokens"
+        )
     for half in ("tune_half", "test_half"):
         r = report[half]
         if not r["default"]["queries"]:
@@ -301,6 +325,64 @@ def tune_profiles(
             f"quality ratio {_shown(r['quality_ratio'])}"
         )
     return "\n".join(lines)
+
+
+def _refit_scorer(
+    pipe, tune_half: Dataset, test_half: Dataset, metric: str, out: Path, progress
+) -> dict[str, Any]:
+    """Fit the packer's unit scorer on the tune half's labels (gold sentences, span answers),
+    write it beside the tuned config, and measure the default profile on the test half with
+    the shipped and the refitted scorer."""
+    from ragtrim.bench.engine import query_candidates
+    from ragtrim.packing.training import LabelledQuery, fit_unit_scorer
+
+    labelled = []
+    for query in tune_half.queries:
+        if not (query.span_answers or query.gold_sentences):
+            continue
+        ctx, candidates, _, _ = query_candidates(pipe, pipe.stages, query)
+        labelled.append(
+            LabelledQuery(ctx, candidates, query.span_answers, query.gold_sentences, "tune")
+        )
+    if not labelled:
+        raise ConfigError(
+            f"--refit-scorer: the tune half of {tune_half.name} has no question with gold "
+            "sentences or span answers to learn from"
+        )
+    try:
+        scorer = fit_unit_scorer(
+            labelled,
+            training={
+                "datasets": [tune_half.name],
+                "split": "ragtrim tune's split_halves: the tune half",
+                "command": f"ragtrim tune --refit-scorer --dataset {tune_half.name}",
+            },
+        )
+    except ValueError as exc:
+        raise ConfigError(f"--refit-scorer: {exc}") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = out.with_suffix(".scorer.json")
+    scorer.save(path)
+    systems = [
+        System("shipped", "ragtrim"),
+        System("refit", "ragtrim", overrides={"packer": {"scorer_path": str(path)}}),
+    ]
+    records = evaluate(pipe, test_half, systems, progress)
+
+    def stats(name: str) -> dict[str, Any]:
+        rows = [r for r in records if r["system"] == name]
+        values = [r[metric] for r in rows if r.get(metric) is not None]
+        return {
+            "context_tokens": float(np.mean([r["context_tokens"] for r in rows])) if rows else 0.0,
+            metric: float(np.mean(values)) if values else None,
+            "queries": len(rows),
+        }
+
+    return {
+        "path": str(path),
+        "questions": len(labelled),
+        "test_half": {"shipped": stats("shipped"), "refit": stats("refit")},
+    }
 
 
 def _shown(value: float | None, unit: str = "") -> str:

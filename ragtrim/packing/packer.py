@@ -1,19 +1,22 @@
 """The token-budgeted context packer: the smallest context that still carries the answer.
 
-1. Units: every sentence of every candidate (``granularity="sentence"``) or every candidate
-   chunk (``"chunk"``); text repeated verbatim elsewhere is one unit. A sentence's value mixes
-   its dense similarity to the query, its lexical coverage of the query terms (partly counting
-   its title and section headings), and its chunk's (reranked) score. Headings and code-fence
-   lines are labels: never selected on their own.
-2. Adaptive cutoff: only units worth at least ``relative_threshold`` x the best unit (and, with
-   ``score_gap``, above the largest drop) are considered, so easy questions stay short and the
-   budget is an upper bound, not a target.
-3. Selection: greedy by marginal value per token with a redundancy penalty (default), or an
-   exact 0/1 knapsack.
-4. Rendering: per document, selected spans in document order, gaps marked with an ellipsis,
-   overlapping or touching spans merged (no text twice); one ``[n]`` passage per document.
-5. Exactness: the emitted prompt is counted with the real tokenizer; while it exceeds the
-   budget the least valuable unit is removed. The budget can never be exceeded.
+1. Units (:mod:`units`): every sentence of every candidate (``granularity="sentence"``) or
+   every candidate chunk (``"chunk"``); text repeated verbatim elsewhere is one unit. Headings
+   and code-fence lines are labels: never selected on their own.
+2. Scoring (:mod:`features`, :mod:`scorer`): the learned scorer (default) turns each unit's
+   features into a calibrated P(evidence) and re-scores the rest after every choice against
+   what the chosen evidence already covers and introduces (the bridge of a multi-hop
+   question). ``scorer="hand"`` is the earlier hand-set mix of dense similarity, lexical
+   coverage and chunk score, with a cutoff relative to the best unit.
+3. Selection (:mod:`selection`): learned, one unit at a time by probability until the best
+   remaining unit is unlikely to be needed (``min_probability``: the sufficiency stop) or
+   nothing fits; hand, greedy by value with a redundancy penalty, or an exact knapsack. Short
+   gaps between chosen sentences of one chunk are filled (``span_fill``), so a run of evidence
+   is sent as one verbatim span.
+4. Rendering (:mod:`render`): per document, chosen spans in document order, gaps marked with
+   an ellipsis; one ``[n]`` passage per document.
+5. Exactness (:mod:`budget`): the emitted prompt is counted with the real tokenizer; while it
+   exceeds the budget the least valuable unit is removed. The budget can never be exceeded.
 """
 
 from __future__ import annotations
@@ -26,7 +29,16 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from ragtrim.errors import BudgetError
-from ragtrim.packing.selection import adaptive_cutoff, greedy_select, knapsack_select
+from ragtrim.packing.budget import fit_to_budget
+from ragtrim.packing.features import EvidenceState, Features, base_features
+from ragtrim.packing.render import ELLIPSIS, header, render_naive, render_passages
+from ragtrim.packing.scorer import load_scorer
+from ragtrim.packing.selection import (
+    adaptive_cutoff,
+    greedy_select,
+    knapsack_select,
+    sequential_select,
+)
 from ragtrim.packing.templates import (
     DEFAULT_INSTRUCTIONS,
     DEFAULT_PASSAGE_HEADER,
@@ -35,36 +47,18 @@ from ragtrim.packing.templates import (
     DEFAULT_USER_MESSAGE,
     MESSAGE_OVERHEAD,
     REPLY_OVERHEAD,
+    Rendered,
     Templates,
     validate_passage_header,
     validate_prompt_template,
     validate_system_message,
 )
+from ragtrim.packing.units import Unit, UnitSet, build_units
 from ragtrim.query import QueryContext
-from ragtrim.scoring import cosine_to_query, lexical_coverage, minmax
 from ragtrim.stage import Stage, StageConfig
-from ragtrim.types import Candidate, Drop, DropReason, Passage, Span
+from ragtrim.types import Candidate, Drop, DropReason, Passage
 
-ELLIPSIS = " … "
-#: Markdown heading and code-fence lines: labels that carry no content of their own
-_LABEL_PREFIXES = ("#", "```", "~~~")
-
-
-@dataclass(slots=True)
-class _Unit:
-    candidate: int
-    doc_id: str
-    title: str
-    start: int
-    end: int
-    text: str
-    value: float = 0.0
-    cost: int = 0
-    truncated: bool = False
-    #: a Markdown heading or code-fence line: a label, never worth selecting on its own
-    label: bool = False
-    #: the document's whitespace just before this unit (rejoins adjacent units verbatim)
-    lead: str = ""
+__all__ = ["ELLIPSIS", "ContextPacker", "PackResult"]
 
 
 @dataclass
@@ -92,6 +86,16 @@ class ContextPacker(Stage):
         context_window: int | None = Field(None, gt=0)
         reserved_output_tokens: int = Field(0, ge=0)
         granularity: Literal["sentence", "chunk"] = "sentence"
+        #: "learned": the fitted unit scorer (``scorer_path``, default the shipped file);
+        #: "hand": the hand-set dense / lexical / chunk mix with a relative cutoff
+        scorer: Literal["learned", "hand"] = "learned"
+        scorer_path: str | None = None
+        #: learned scorer: stop when the best remaining unit's P(evidence) is below this
+        min_probability: float = Field(0.02, ge=0, le=1)
+        #: learned scorer: re-score the rest against the chosen evidence after each choice
+        conditional: bool = True
+        #: fill gaps of at most this many sentences between chosen sentences of one chunk
+        span_fill: int = Field(1, ge=0)
         selection: Literal["greedy", "knapsack"] = "greedy"
         relative_threshold: float = Field(0.45, ge=0, le=1)
         score_gap: float | None = Field(None, gt=0, le=1)
@@ -146,6 +150,11 @@ class ContextPacker(Stage):
                 )
             return self
 
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        if self.config.scorer == "learned":
+            load_scorer(self.config.scorer_path)  # a bad parameter file fails at construction
+
     @property
     def templates(self) -> Templates:
         cfg = self.config
@@ -173,7 +182,9 @@ class ContextPacker(Stage):
                 )
         return budget
 
-    def _measure(self, ctx: QueryContext, context: str, count=None) -> tuple[object, int, int, int]:
+    def _measure(
+        self, ctx: QueryContext, context: str, count=None
+    ) -> tuple[Rendered, int, int, int]:
         count = count or ctx.counter.count
         rendered = self.templates.render(context, ctx.query)
         prompt_tokens = count(rendered.prompt)
@@ -227,56 +238,31 @@ class ContextPacker(Stage):
             else:
                 usable.append(candidate)
 
-        units, vectors, coverage = self._units(ctx, usable)
-        capacity = None if budget is None else budget - fixed
-        chosen, eligible = self._select(units, vectors, capacity)
-        chosen = self._with_extras(units, chosen, usable)
-        fitted = self._fit_exactly(ctx, budget, units, chosen, usable)
-        if not fitted[0] and eligible.size and capacity is not None and cfg.overlong == "truncate":
-            truncated = self._truncate_best(ctx, units, int(eligible[0]), capacity)
-            if truncated:
-                fitted = self._fit_exactly(ctx, budget, units, truncated, usable)
-                if fitted[0]:
-                    notes.append(
-                        "the best unit alone exceeded the budget and was truncated on a token "
-                        "boundary"
-                    )
-        chosen, context, passages, rendered, context_tokens, prompt_tokens, messages_tokens = fitted
-
-        drops.extend(self._drops(units, coverage, chosen, eligible, usable))
-        static_tokens = ctx.counter.count(rendered.static_prefix)  # type: ignore[attr-defined]
-        return PackResult(
-            prompt=rendered.prompt,  # type: ignore[attr-defined]
-            messages=rendered.messages,  # type: ignore[attr-defined]
-            context=context,
-            passages=passages,
-            context_tokens=context_tokens,
-            prompt_tokens=prompt_tokens,
-            messages_tokens=messages_tokens,
-            static_prefix_tokens=static_tokens,
-            budget=budget,
-            drops=drops,
-            notes=notes,
-            stats={
-                "units": len(units),
-                "eligible": int(eligible.size),
-                "chosen": len(chosen),
-                "pack_ms": (time.perf_counter() - started) * 1000,
-            },
+        learned = cfg.scorer == "learned"
+        unitset = build_units(
+            ctx,
+            usable,
+            cfg.granularity,
+            with_vectors=learned or cfg.dense_weight > 0,
+            with_terms=learned or cfg.lexical_weight > 0,
         )
+        units = unitset.units
+        features = base_features(
+            ctx,
+            unitset,
+            usable,
+            cfg.granularity,
+            cfg.heading_weight,
+            with_dense=learned or cfg.dense_weight > 0,
+            with_lexical=learned or cfg.lexical_weight > 0,
+        )
+        capacity = None if budget is None else budget - fixed
+        if learned:
+            chosen, eligible, stop = self._select_learned(ctx, unitset, usable, features, capacity)
+        else:
+            chosen, eligible, stop = self._select_hand(unitset, features, capacity)
+        chosen = self._with_extras(units, chosen)
 
-    def _fit_exactly(
-        self,
-        ctx: QueryContext,
-        budget: int | None,
-        units: list[_Unit],
-        chosen: list[int],
-        candidates: list[Candidate],
-    ) -> tuple[list[int], str, list[Passage], object, int, int, int]:
-        """Exact accounting: the emitted prompt is counted with the real tokenizer and, while it
-        is over budget, the least valuable units are removed, as many at a time as their
-        estimated costs say are needed (selection costs are estimates, so this check runs on
-        every call). Returns the kept units, the context, passages and exact counts."""
         counted: dict[str, int] = {}
 
         def count(text: str) -> int:
@@ -284,134 +270,119 @@ class ContextPacker(Stage):
                 counted[text] = ctx.counter.count(text)
             return counted[text]
 
-        by_value = sorted(chosen, key=lambda i: (-units[i].value, i))
-        position = {i: rank for rank, i in enumerate(chosen)}
-        keep = len(by_value)
-        while True:
-            kept = sorted(by_value[:keep], key=position.__getitem__)
-            context, passages = self._render(units, kept, candidates)
-            excess = self._over_budget(ctx, budget, context, count)
-            # keeping nothing always fits: the template alone was checked against the budget
-            if excess <= 0 or keep == 0:
-                break
-            removed = 0
-            while keep > 0 and (removed < excess or removed == 0):
-                keep -= 1
-                removed += units[by_value[keep]].cost
+        def fit(picked: list[int]) -> tuple[list[int], str, list[Passage]]:
+            return fit_to_budget(
+                units,
+                picked,
+                lambda kept: render_passages(units, kept, usable, cfg.passage_header, cfg.ordering),
+                lambda context: self._over_budget(ctx, budget, context, count),
+            )
+
+        kept, context, passages = fit(chosen)
+        if not kept and eligible.size and capacity is not None and cfg.overlong == "truncate":
+            truncated = self._truncate_best(ctx, units, int(eligible[0]), capacity)
+            if truncated:
+                kept, context, passages = fit(truncated)
+                if kept:
+                    notes.append(
+                        "the best unit alone exceeded the budget and was truncated on a token "
+                        "boundary"
+                    )
+        if len(kept) < len(chosen):
+            stop = "budget"
         rendered, context_tokens, prompt_tokens, messages_tokens = self._measure(
             ctx, context, count
         )
-        return kept, context, passages, rendered, context_tokens, prompt_tokens, messages_tokens
-
-    # ------------------------------------------------------------------ units
-    def _units(
-        self, ctx: QueryContext, candidates: list[Candidate]
-    ) -> tuple[list[_Unit], np.ndarray | None, list[list[int]]]:
-        """Units, their sentence vectors, and per candidate the units that cover its text (a
-        sentence shared by overlapping candidates, or repeated verbatim elsewhere, is one unit,
-        owned by the first)."""
-        cfg = self.config
-        if not candidates:
-            return [], None, []
-        chunk_score = minmax(np.array([c.score for c in candidates]))
-        units: list[_Unit] = []
-        seen: dict[tuple[str, int, int], int] = {}
-        #: identical text in another place (a sentence repeated across versions or pages) is
-        #: one unit: sending it twice adds tokens and no information
-        same_text: dict[str, int] = {}
-        coverage: list[list[int]] = []
-        unit_vectors: list[np.ndarray] = []
-        term_ids: list[np.ndarray | None] = []
-        vocabulary = None
-        stored_terms = cfg.granularity == "sentence" and cfg.lexical_weight > 0
-        for ci, candidate in enumerate(candidates):
-            chunk = candidate.chunk
-            if cfg.granularity == "chunk":
-                spans: tuple[Span, ...] = ((0, len(chunk.text)),)
-            else:
-                spans = chunk.sentences or ((0, len(chunk.text)),)
-            vectors = None
-            if cfg.granularity == "sentence" and cfg.dense_weight > 0:
-                vectors = (
-                    ctx.sentence_vectors(chunk) if chunk.sentences else ctx.chunk_vectors([chunk])
-                )
-            # selection only needs costs roughly (pro rata from the chunk's stored exact count):
-            # the rendered prompt is counted exactly afterwards and trimmed until it fits
-            tokens_per_char = chunk.token_count / max(len(chunk.text), 1)
-            title, prior = chunk.title, float(chunk_score[ci])
-            stored = ctx.sentence_term_ids(chunk) if stored_terms else None
-            if stored is not None:
-                vocabulary = stored[0]
-            kept, covering = [], []
-            for si, (a, b) in enumerate(spans):
-                key = (chunk.doc_id, chunk.start + a, chunk.start + b)
-                text = chunk.text[a:b]
-                known = seen.get(key, same_text.get(text))
-                if known is not None:
-                    covering.append(known)
-                    continue
-                seen[key] = same_text[text] = len(units)
-                covering.append(len(units))
-                before = chunk.text[max(0, a - 16) : a]
-                lead = before[len(before.rstrip()) :]
-                label = cfg.granularity == "sentence" and text.startswith(_LABEL_PREFIXES)
-                cost = max(1, round(tokens_per_char * (b - a))) + 1
-                units.append(
-                    _Unit(
-                        ci,
-                        chunk.doc_id,
-                        title,
-                        key[1],
-                        key[2],
-                        text,
-                        prior,
-                        cost,
-                        label=label,
-                        lead=lead,
-                    )
-                )
-                kept.append(si)
-                term_ids.append(stored[1][si] if stored is not None else None)
-            coverage.append(covering)
-            if vectors is not None and kept:
-                unit_vectors.append(vectors[kept])
-        texts = [u.text for u in units]
-        dense = np.zeros(len(units))
-        if cfg.granularity == "sentence" and cfg.dense_weight > 0 and unit_vectors:
-            dense = cosine_to_query(ctx.query_vector(), np.concatenate(unit_vectors))
-        elif cfg.granularity == "chunk" and cfg.dense_weight > 0:
-            dense = cosine_to_query(
-                ctx.query_vector(), ctx.chunk_vectors([c.chunk for c in candidates])
-            )
-        lexical = (
-            lexical_coverage(
-                ctx.query,
-                texts,
-                stored=None if vocabulary is None else (vocabulary, term_ids),
-                headings=_headings(units, candidates, cfg.heading_weight),
-            )
-            if cfg.lexical_weight > 0
-            else np.zeros(len(units))
+        drops.extend(self._drops(units, unitset.coverage, kept, eligible, usable))
+        return PackResult(
+            prompt=rendered.prompt,
+            messages=rendered.messages,
+            context=context,
+            passages=passages,
+            context_tokens=context_tokens,
+            prompt_tokens=prompt_tokens,
+            messages_tokens=messages_tokens,
+            static_prefix_tokens=ctx.counter.count(rendered.static_prefix),
+            budget=budget,
+            drops=drops,
+            notes=notes,
+            stats={
+                "units": len(units),
+                "eligible": int(eligible.size),
+                "chosen": len(kept),
+                "stop": stop,
+                "pack_ms": (time.perf_counter() - started) * 1000,
+            },
         )
-        total = cfg.dense_weight + cfg.lexical_weight + cfg.chunk_weight or 1.0
-        for i, unit in enumerate(units):
-            unit.value = (
-                cfg.dense_weight * dense[i]
-                + cfg.lexical_weight * lexical[i]
-                + cfg.chunk_weight * unit.value
-            ) / total
-        vectors = (
-            np.concatenate(unit_vectors) if unit_vectors and cfg.granularity == "sentence" else None
-        )
-        return units, vectors, coverage
 
-    def _select(
-        self, units: list[_Unit], vectors: np.ndarray | None, capacity: int | None
-    ) -> tuple[list[int], np.ndarray]:
+    # ------------------------------------------------------------------ selection
+    def _select_learned(
+        self,
+        ctx: QueryContext,
+        unitset: UnitSet,
+        candidates: list[Candidate],
+        features: Features,
+        capacity: int | None,
+    ) -> tuple[list[int], np.ndarray, str]:
         cfg = self.config
+        units = unitset.units
         if not units:
-            return [], np.zeros(0, dtype=np.int64)
-        values = np.array([u.value for u in units])
+            return [], np.zeros(0, dtype=np.int64), "exhausted"
+        scorer = load_scorer(cfg.scorer_path)
+        state = EvidenceState(ctx, unitset, candidates)
+        costs = np.array([u.cost for u in units], dtype=np.int64)
+        selectable = ~np.array([u.label for u in units], dtype=bool)
+        current = np.zeros(len(units))
+        base_logits = scorer.partial_logits(features.matrix, 0) + scorer.bias
+        first_conditional = features.matrix.shape[1]
+
+        def probabilities() -> np.ndarray:
+            current[:] = scorer.sigmoid(
+                base_logits + scorer.partial_logits(state.features, first_conditional)
+            )
+            return current
+
+        at_choice: dict[int, float] = {}
+
+        def choose(i: int) -> None:
+            at_choice[i] = float(current[i])
+            if cfg.conditional:
+                state.add(i)
+
+        first = probabilities().copy()
+        cap = capacity if capacity is not None else int(costs.sum()) + 1
+        chosen, stop = sequential_select(
+            probabilities, choose, costs, cap, selectable, cfg.min_probability, cfg.max_units
+        )
+        final = probabilities() if chosen else first
+        for i, unit in enumerate(units):
+            unit.value = at_choice.get(i, float(final[i]))
+        order = np.argsort(-np.where(selectable, first, -np.inf), kind="stable")
+        eligible = np.array(
+            [
+                i
+                for i in order
+                if selectable[i] and (i in at_choice or final[i] >= cfg.min_probability)
+            ],
+            dtype=np.int64,
+        )
+        return chosen, eligible, stop
+
+    def _select_hand(
+        self, unitset: UnitSet, features: Features, capacity: int | None
+    ) -> tuple[list[int], np.ndarray, str]:
+        cfg = self.config
+        units = unitset.units
+        if not units:
+            return [], np.zeros(0, dtype=np.int64), "exhausted"
+        total = cfg.dense_weight + cfg.lexical_weight + cfg.chunk_weight or 1.0
+        values = (
+            cfg.dense_weight * features.dense
+            + cfg.lexical_weight * features.lexical
+            + cfg.chunk_weight * features.chunk_prior
+        ) / total
+        for unit, value in zip(units, values, strict=True):
+            unit.value = float(value)
         ranked = np.where([u.label for u in units], -np.inf, values)
         eligible = adaptive_cutoff(ranked, cfg.relative_threshold, cfg.score_gap)
         eligible = eligible[np.isfinite(ranked[eligible])]
@@ -423,6 +394,7 @@ class ContextPacker(Stage):
             picked = knapsack_select(values[eligible], costs, cap)
         else:
             similarity = None
+            vectors = unitset.vectors if cfg.granularity == "sentence" else None
             if vectors is not None and cfg.redundancy_penalty > 0:
                 pool = vectors[eligible]
 
@@ -439,14 +411,15 @@ class ContextPacker(Stage):
                 min_marginal=cfg.relative_threshold * best,
                 cost_exponent=cfg.token_cost_exponent,
             )
-        return [int(eligible[i]) for i in picked], eligible
+        stop = "cutoff" if len(picked) == len(eligible) else "budget"
+        return [int(eligible[i]) for i in picked], eligible, stop
 
     def _truncate_best(
-        self, ctx: QueryContext, units: list[_Unit], best: int, capacity: int
+        self, ctx: QueryContext, units: list[Unit], best: int, capacity: int
     ) -> list[int]:
         unit = units[best]
-        header = ctx.counter.count(self._header(1, unit)) + 2
-        room = capacity - header - 1
+        head = ctx.counter.count(header(self.config.passage_header, 1, unit.doc_id, unit.title))
+        room = capacity - head - 3
         if room <= 0:
             return []
         text = ctx.counter.truncate(unit.text, room).rstrip()
@@ -455,80 +428,47 @@ class ContextPacker(Stage):
         unit.text, unit.end, unit.truncated = text + "…", unit.start + len(text), True
         return [best]
 
-    def _with_extras(
-        self, units: list[_Unit], chosen: list[int], candidates: list[Candidate]
-    ) -> list[int]:
-        """Neighbour sentences and chunk-first sentences: appended last, so the exact-budget
+    def _with_extras(self, units: list[Unit], chosen: list[int]) -> list[int]:
+        """Gap-filling, neighbour and chunk-first sentences: appended last, so the exact-budget
         loop removes them first (they carry the lowest priority)."""
         cfg = self.config
-        if (
-            cfg.granularity != "sentence"
-            or not chosen
-            or not (cfg.neighbours or cfg.keep_first_sentence)
-        ):
+        if cfg.granularity != "sentence" or not chosen:
+            return chosen
+        if not (cfg.neighbours or cfg.keep_first_sentence or cfg.span_fill):
             return chosen
         by_candidate: dict[int, list[int]] = {}
         for i, unit in enumerate(units):
             by_candidate.setdefault(unit.candidate, []).append(i)
-        extra: list[int] = []
         picked = set(chosen)
+        floor = min(units[k].value for k in chosen)
+        extra: list[int] = []
+
+        def add(j: int) -> None:
+            if j not in picked:
+                picked.add(j)
+                extra.append(j)
+                units[j].value = min(units[j].value, floor) - 1e-6
+
+        if cfg.span_fill:
+            for siblings in by_candidate.values():
+                marks = [k for k, i in enumerate(siblings) if i in picked]
+                for a, b in zip(marks, marks[1:], strict=False):
+                    if 1 < b - a <= cfg.span_fill + 1:
+                        for k in range(a + 1, b):
+                            add(siblings[k])
         for i in chosen:
             siblings = by_candidate[units[i].candidate]
             position = siblings.index(i)
-            wanted = []
-            if cfg.keep_first_sentence:
-                wanted.append(siblings[0])
+            wanted = [siblings[0]] if cfg.keep_first_sentence else []
             wanted += siblings[max(0, position - cfg.neighbours) : position + cfg.neighbours + 1]
             for j in wanted:
-                if j not in picked:
-                    picked.add(j)
-                    extra.append(j)
-                    units[j].value = min(units[j].value, min(units[k].value for k in chosen)) - 1e-6
+                add(j)
         return chosen + extra
 
     # ------------------------------------------------------------------ rendering
-    def _header(self, number: int, unit: _Unit) -> str:
-        return self.config.passage_header.format(
-            n=number, source=unit.title or unit.doc_id, title=unit.title, doc_id=unit.doc_id
-        )
-
-    def _render(
-        self, units: list[_Unit], chosen: list[int], candidates: list[Candidate]
-    ) -> tuple[str, list[Passage]]:
-        groups: dict[str, list[_Unit]] = {}
-        for i in chosen:
-            groups.setdefault(units[i].doc_id, []).append(units[i])
-        ranked = sorted(groups.values(), key=lambda g: -max(u.value for u in g))
-        if self.config.ordering == "document":
-            ranked = sorted(ranked, key=lambda g: (g[0].doc_id, min(u.start for u in g)))
-        elif self.config.ordering == "edges":
-            ranked = ranked[0::2] + ranked[1::2][::-1]
-        blocks, passages = [], []
-        for number, group in enumerate(ranked, start=1):
-            text, spans = _join_spans(sorted(group, key=lambda u: (u.start, -u.end)))
-            head = self._header(number, group[0])
-            blocks.append(f"{head}\n{text}")
-            chunk_ids = tuple(dict.fromkeys(candidates[u.candidate].id for u in group))
-            passages.append(
-                Passage(
-                    number,
-                    group[0].doc_id,
-                    group[0].title,
-                    text,
-                    tuple(spans),
-                    max(u.value for u in group),
-                    chunk_ids,
-                )
-            )
-        return "\n\n".join(blocks), passages
-
     def render_naive(self, candidates: list[Candidate]) -> str:
         """Whole chunks, one passage each, in rank order: what plain top-k concatenation sends."""
-        blocks = []
-        for number, candidate in enumerate(candidates, start=1):
-            unit = _Unit(0, candidate.chunk.doc_id, candidate.chunk.title, 0, 0, "")
-            blocks.append(f"{self._header(number, unit)}\n{candidate.chunk.text}")
-        return "\n\n".join(blocks)
+        return render_naive(candidates, self.config.passage_header)
 
     def _drops(self, units, coverage, chosen, eligible, candidates) -> list[Drop]:
         chosen_set, eligible_set = set(chosen), set(int(i) for i in eligible)
@@ -563,39 +503,3 @@ class ContextPacker(Stage):
                     )
                 )
         return drops
-
-
-def _headings(
-    units: list[_Unit], candidates: list[Candidate], weight: float
-) -> tuple[list[str], list[int], float] | None:
-    """Each unit's title and section path, as ``lexical_coverage`` takes them."""
-    if not weight:
-        return None
-    texts: dict[str, int] = {}
-    of_candidate = []
-    for candidate in candidates:
-        chunk = candidate.chunk
-        heading = " ".join([chunk.title or "", *chunk.section])
-        of_candidate.append(texts.setdefault(heading, len(texts)))
-    return list(texts), [of_candidate[u.candidate] for u in units], weight
-
-
-def _join_spans(units: list[_Unit]) -> tuple[str, list[Span]]:
-    """Document-ordered text of one document's units: contained units vanish, overlapping
-    units and units separated only by whitespace merge (with the document's own whitespace,
-    so every span is verbatim document text); real gaps get an ellipsis."""
-    parts: list[str] = []
-    spans: list[list[int]] = []
-    for unit in units:
-        if spans and unit.end <= spans[-1][1]:
-            continue
-        gap = unit.start - spans[-1][1] if spans else None
-        if gap is not None and (gap <= 0 or gap == len(unit.lead)):
-            parts.append(unit.text[-gap:] if gap < 0 else unit.lead + unit.text)
-            spans[-1][1] = unit.end
-            continue
-        if parts:
-            parts.append(ELLIPSIS)
-        parts.append(unit.text)
-        spans.append([unit.start, unit.end])
-    return "".join(parts), [(a, b) for a, b in spans]

@@ -109,3 +109,44 @@ def knapsack_select(
             c -= int(weights[i])
     chosen.reverse()
     return sorted(chosen, key=lambda i: -values[i])
+
+
+def sequential_select(
+    probabilities: Callable[[], np.ndarray],
+    choose: Callable[[int], None],
+    costs: np.ndarray,
+    capacity: int,
+    selectable: np.ndarray,
+    min_probability: float,
+    max_units: int | None = None,
+) -> tuple[list[int], str]:
+    """Greedy by calibrated probability, re-scored after every choice; returns the chosen
+    units and why selection stopped.
+
+    ``probabilities()`` gives every unit's current P(evidence | what is chosen so far);
+    ``choose(i)`` records a choice (so the next call re-scores against it). Selection stops
+    when the best remaining unit is unlikely to be needed (``"sufficient"``: below
+    ``min_probability``), when nothing left fits (``"budget"``), when every unit is chosen
+    (``"exhausted"``) or at ``max_units``. The first unit is always taken if it fits: the
+    packer never answers with an empty context while a candidate fits the budget.
+    """
+    costs = np.maximum(np.asarray(costs, dtype=np.int64), 1)
+    available = np.asarray(selectable, dtype=bool).copy()
+    remaining = capacity
+    chosen: list[int] = []
+    while True:
+        if max_units is not None and len(chosen) >= max_units:
+            return chosen, "max_units"
+        if not available.any():
+            return chosen, "exhausted"
+        fits = available & (costs <= remaining)
+        if not fits.any():
+            return chosen, "budget"
+        current = np.where(fits, probabilities(), -np.inf)
+        best = int(np.argmax(current))
+        if chosen and current[best] < min_probability:
+            return chosen, "sufficient"
+        chosen.append(best)
+        available[best] = False
+        remaining -= int(costs[best])
+        choose(best)

@@ -323,3 +323,49 @@ def test_tune_command_with_a_missing_data_set_names_the_path(tmp_path: Path) -> 
     assert result.exit_code == 2 and result.stdout == ""
     assert f"error: {missing}: no such file or folder" in result.stderr
     assert not out.exists()
+
+
+def test_refit_scorer_writes_a_scorer_the_tuned_config_uses(tmp_path: Path) -> None:
+    out = tmp_path / "tuned.yaml"
+    summary = tune_profiles(
+        TINY, out, config=cheap_config(tmp_path / "cache"), search=SEARCH, refit_scorer=True
+    )
+    scorer_path = out.with_suffix(".scorer.json")
+    from ragtrim.packing.scorer import UnitScorer
+
+    scorer = UnitScorer.load(scorer_path)
+    tune_half, test_half = split_halves(load_dataset(TINY), 0)
+    assert scorer.training["datasets"] == [load_dataset(TINY).name]
+    assert 0 < scorer.training["questions"] <= len(tune_half.queries)
+    config = load_config(out)
+    assert config.stages["packer"].init_parameters["scorer_path"] == str(scorer_path)
+    report = strict_json(out.with_suffix(".report.json"))
+    refit = report["refit_scorer"]
+    assert refit["test_half"]["shipped"]["queries"] == len(test_half.queries)
+    assert refit["test_half"]["refit"]["queries"] == len(test_half.queries)
+    assert "unit scorer refitted on the tune half" in summary
+    Pipeline.from_config(out)  # the written config loads with its scorer
+
+
+def test_refit_scorer_without_labels_names_the_data_set(tmp_path: Path) -> None:
+    dataset = load_dataset(TINY)
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    (unlabelled / "corpus.jsonl").write_text(
+        (Path(TINY) / "corpus.jsonl").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    rows = [
+        {"id": q.id, "question": q.question, "answers": [], "task_type": q.task_type}
+        for q in dataset.queries
+    ]
+    (unlabelled / "queries.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8"
+    )
+    with pytest.raises(ConfigError, match="no question with gold sentences or span answers"):
+        tune_profiles(
+            unlabelled,
+            tmp_path / "t.yaml",
+            config=cheap_config(tmp_path / "cache"),
+            search=SEARCH,
+            refit_scorer=True,
+        )

@@ -72,7 +72,18 @@ templates = st.sampled_from(
 
 
 def _check_budget(
-    items, budget, template, encoding, granularity, selection, scope, threshold, overlong, question
+    items,
+    budget,
+    template,
+    encoding,
+    granularity,
+    selection,
+    scope,
+    threshold,
+    overlong,
+    question,
+    scorer="hand",
+    span_fill=0,
 ):
     counter = get_counter(encoding)
     packer = ContextPacker(
@@ -82,8 +93,11 @@ def _check_budget(
         selection=selection,
         budget_scope=scope,
         relative_threshold=threshold,
+        min_probability=threshold,
         overlong=overlong,
         neighbours=1,
+        scorer=scorer,
+        span_fill=span_fill,
     )
     candidates = [
         _candidate(f"d{i % 4}-{i}", text, score, counter) for i, (text, score) in enumerate(items)
@@ -124,46 +138,22 @@ PACKINGS = (
     st.floats(0, 1),
     st.sampled_from(["truncate", "drop"]),
     st.text(min_size=1, max_size=40).filter(str.strip),
+    st.sampled_from(["learned", "hand"]),
+    st.integers(0, 2),
 )
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(*PACKINGS)
-def test_budget_is_never_exceeded_and_counts_are_exact(
-    items, budget, template, encoding, granularity, selection, scope, threshold, overlong, question
-):
-    _check_budget(
-        items,
-        budget,
-        template,
-        encoding,
-        granularity,
-        selection,
-        scope,
-        threshold,
-        overlong,
-        question,
-    )
+@given(st.tuples(*PACKINGS))
+def test_budget_is_never_exceeded_and_counts_are_exact(packing):
+    _check_budget(*packing)
 
 
 @pytest.mark.slow
 @settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(*PACKINGS)
-def test_budget_is_never_exceeded_10000_cases(
-    items, budget, template, encoding, granularity, selection, scope, threshold, overlong, question
-):
-    _check_budget(
-        items,
-        budget,
-        template,
-        encoding,
-        granularity,
-        selection,
-        scope,
-        threshold,
-        overlong,
-        question,
-    )
+@given(st.tuples(*PACKINGS))
+def test_budget_is_never_exceeded_10000_cases(packing):
+    _check_budget(*packing)
 
 
 def test_budget_smaller_than_template_names_both_numbers():

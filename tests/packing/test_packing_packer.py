@@ -70,6 +70,10 @@ def candidate(
 
 
 def pack(candidates: list[Candidate], question: str = QUESTION, budget=None, **config):
+    """Packs with the hand-set mix and no gap filling unless told otherwise: these tests pin
+    the cutoff's semantics on tiny inputs; the learned scorer has its own tests
+    (test_packing_scorer.py) and runs in the budget properties."""
+    config = {"scorer": "hand", "span_fill": 0, **config}
     ctx = QueryContext(question, COUNTER, embedder=EMBEDDER)
     return ContextPacker(**config).run(ctx, candidates, budget)
 

@@ -1,0 +1,111 @@
+"""Fit the packer's unit scorer on the tune halves of the labelled data sets.
+
+Run from the repository root: ``python benchmarks/fit_unit_scorer.py`` writes the shipped
+parameters, ``ragtrim/packing/unit_scorer.json``. The split is ``ragtrim tune``'s (seed 0: each
+task type's questions ordered by a seeded hash of their id, first half tune): only tune-half
+questions are fitted on, so every figure on the test halves is held apart. ``--exclude NAME``
+leaves data sets out (a leave-one-data-set-out scorer, for the generalisation table) and
+``--out`` writes elsewhere. ``--no-conditional`` fits on the empty state only, with the
+conditional features' weights held at zero (the ablation without conditional scoring).
+
+PubMedQA is not fitted on: its gold is a document, not sentences or answer spans.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from _candidates import candidates_per_query  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "datasets"
+#: name -> (path, answerable only, limit): the bench's settings for each data set
+TRAINING = {
+    "kestrel": (REPO / "corpora" / "kestrel", False, None),
+    "squad2-dev-half": (SHARED / "squad2-dev-half", True, 600),
+    "hotpotqa-dev-300": (SHARED / "hotpotqa-dev-300", False, None),
+    "covid-qa": (SHARED / "covid-qa", False, 400),
+    "scifact": (SHARED / "scifact", False, None),
+}
+SEED = 0
+
+
+def retrieval_config() -> dict:
+    """The default pipeline with the hand-set packer: candidates do not depend on the packer,
+    and the shipped scorer file may be the one being replaced (or fitted on old features)."""
+    from ragtrim.pipeline import DEFAULT_STAGE_TYPES
+
+    return {
+        "stages": {
+            slot: (stage_type(scorer="hand") if slot == "packer" else stage_type()).to_dict()
+            for slot, stage_type in DEFAULT_STAGE_TYPES.items()
+        }
+    }
+
+
+def labelled(name: str, half: str = "tune") -> list:
+    """The data set's questions of one half (``tune`` or ``test``) as ``LabelledQuery``s."""
+    from ragtrim.bench.datasets import load_dataset
+    from ragtrim.bench.tune import split_halves
+    from ragtrim.packing.training import LabelledQuery
+
+    path, answerable_only, limit = TRAINING[name]
+    dataset = load_dataset(path)
+    if answerable_only:
+        dataset = dataset.answerable()
+    if limit is not None:
+        dataset = dataset.subset(limit, SEED)
+    tune, test = split_halves(dataset, SEED)
+    wanted = {q.id for q in (tune if half == "tune" else test).queries}
+    return [
+        LabelledQuery(ctx, candidates, query.span_answers, query.gold_sentences, name)
+        for query, ctx, candidates in candidates_per_query(
+            path, answerable_only, limit, retrieval_config()
+        )
+        if query.id in wanted
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--exclude", action="append", default=[], choices=sorted(TRAINING))
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--no-conditional", action="store_true")
+    args = parser.parse_args()
+
+    from ragtrim.packing.scorer import DEFAULT_PATH
+    from ragtrim.packing.training import fit_unit_scorer
+
+    names = [n for n in TRAINING if n not in args.exclude]
+    missing = [n for n in names if not TRAINING[n][0].exists()]
+    if missing:
+        sys.exit(f"fit_unit_scorer: data set(s) not found: {', '.join(missing)}")
+    queries = [q for name in names for q in labelled(name)]
+    command = "python benchmarks/fit_unit_scorer.py" + "".join(
+        f" --exclude {n}" for n in args.exclude
+    )
+    if args.no_conditional:
+        command += " --no-conditional"
+    out = args.out or DEFAULT_PATH
+    if out != DEFAULT_PATH:
+        command += f" --out {out.relative_to(REPO) if out.is_absolute() else out}"
+    scorer = fit_unit_scorer(
+        queries,
+        conditional=not args.no_conditional,
+        training={
+            "datasets": names,
+            "split": f"ragtrim tune's split_halves, seed {SEED}: the tune half of each",
+            "command": command,
+        },
+    )
+    scorer.save(out)
+    print(f"fitted on {len(queries)} questions of {', '.join(names)}; wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Packing units: the pieces of candidate text the packer may send.
+
+A unit is one sentence of a candidate chunk (or the whole chunk at ``granularity="chunk"``);
+contiguous runs of chosen sentences become spans when they are rendered. A sentence shared by
+overlapping candidates, or repeated verbatim in another document, is one unit, owned by the
+first candidate that holds it: sending it twice adds tokens and no information.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ragtrim.query import QueryContext
+from ragtrim.types import Candidate, Span
+
+#: Markdown heading and code-fence lines: labels that carry no content of their own
+LABEL_PREFIXES = ("#", "```", "~~~")
+
+
+@dataclass(slots=True)
+class Unit:
+    candidate: int
+    doc_id: str
+    title: str
+    start: int
+    end: int
+    text: str
+    value: float = 0.0
+    cost: int = 0
+    truncated: bool = False
+    #: a Markdown heading or code-fence line: a label, never worth selecting on its own
+    label: bool = False
+    #: the document's whitespace just before this unit (rejoins adjacent units verbatim)
+    lead: str = ""
+    #: the sentence's position in its chunk and the chunk's sentence count
+    position: int = 0
+    siblings: int = 1
+
+
+@dataclass
+class UnitSet:
+    """Units with what scoring reads: sentence vectors (one row per unit, or ``None``), the
+    stored term ids per unit (``None`` rows are tokenised), and per candidate the units that
+    cover its text."""
+
+    units: list[Unit] = field(default_factory=list)
+    vectors: np.ndarray | None = None
+    term_ids: list[np.ndarray | None] = field(default_factory=list)
+    vocabulary: Any = None
+    coverage: list[list[int]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+
+def build_units(
+    ctx: QueryContext,
+    candidates: list[Candidate],
+    granularity: str,
+    with_vectors: bool,
+    with_terms: bool,
+) -> UnitSet:
+    if not candidates:
+        return UnitSet()
+    out = UnitSet()
+    seen: dict[tuple[str, int, int], int] = {}
+    same_text: dict[str, int] = {}
+    unit_vectors: list[np.ndarray] = []
+    sentences = granularity == "sentence"
+    for ci, candidate in enumerate(candidates):
+        chunk = candidate.chunk
+        spans: tuple[Span, ...] = (
+            chunk.sentences or ((0, len(chunk.text)),) if sentences else ((0, len(chunk.text)),)
+        )
+        vectors = None
+        if sentences and with_vectors:
+            vectors = ctx.sentence_vectors(chunk) if chunk.sentences else ctx.chunk_vectors([chunk])
+        # selection only needs costs roughly (pro rata from the chunk's stored exact count):
+        # the rendered prompt is counted exactly afterwards and trimmed until it fits
+        tokens_per_char = chunk.token_count / max(len(chunk.text), 1)
+        stored = ctx.sentence_term_ids(chunk) if sentences and with_terms else None
+        if stored is not None:
+            out.vocabulary = stored[0]
+        kept, covering = [], []
+        for si, (a, b) in enumerate(spans):
+            key = (chunk.doc_id, chunk.start + a, chunk.start + b)
+            text = chunk.text[a:b]
+            known = seen.get(key, same_text.get(text))
+            if known is not None:
+                covering.append(known)
+                continue
+            seen[key] = same_text[text] = len(out.units)
+            covering.append(len(out.units))
+            before = chunk.text[max(0, a - 16) : a]
+            out.units.append(
+                Unit(
+                    ci,
+                    chunk.doc_id,
+                    chunk.title,
+                    key[1],
+                    key[2],
+                    text,
+                    cost=max(1, round(tokens_per_char * (b - a))) + 1,
+                    label=sentences and text.startswith(LABEL_PREFIXES),
+                    lead=before[len(before.rstrip()) :],
+                    position=si,
+                    siblings=len(spans),
+                )
+            )
+            kept.append(si)
+            out.term_ids.append(stored[1][si] if stored is not None else None)
+        out.coverage.append(covering)
+        if vectors is not None and kept:
+            unit_vectors.append(vectors[kept])
+    if unit_vectors:
+        out.vectors = np.concatenate(unit_vectors)
+    return out
