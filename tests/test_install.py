@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -88,6 +89,37 @@ def test_check_rule(cuda, dists, has_gpu, allowed, flagged):
     if flagged:
         assert "without a GPU" in reason and "RAGTRIM_ALLOW_CUDA=1" in reason
         assert f"{len(dists)} nvidia/cuda distributions" in reason
+
+
+def _pip_report(path: Path, packages: list[tuple[str, str]]) -> Path:
+    """A report in the shape ``pip install --dry-run --report`` writes (the fields read)."""
+    install = [{"metadata": {"name": n, "version": v}, "download_info": {}} for n, v in packages]
+    path.write_text(json.dumps({"version": "1", "install": install}), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("packages", "refused"),
+    [
+        ([("torch", "2.14.1"), ("nvidia-cublas", "13.1"), ("cuda-toolkit", "13.0")], True),
+        ([("torch", "2.13.0+cpu"), ("sympy", "1.14.0")], False),
+        ([("sympy", "1.14.0")], False),  # torch already satisfied
+    ],
+)
+def test_plan_check_refuses_a_cuda_torch_before_install(
+    packages, refused, tmp_path, monkeypatch, capsys
+):
+    check = _check_torch_module()
+    monkeypatch.setattr(check, "machine_has_gpu", lambda: False)
+    monkeypatch.delenv(check.ALLOW_ENV, raising=False)
+    report = _pip_report(tmp_path / "plan.json", packages)
+    assert check.check_plan(str(report)) == (1 if refused else 0)
+    if refused:
+        message = capsys.readouterr().err
+        assert "pip would install torch 2.14.1 with 2 nvidia/cuda distributions" in message
+        assert "nothing was installed" in message
+        monkeypatch.setenv(check.ALLOW_ENV, "1")
+        assert check.check_plan(str(report)) == 0
 
 
 @pytest.mark.slow
