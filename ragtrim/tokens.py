@@ -252,7 +252,8 @@ def find_rank_file(encoding: str) -> RankFile | None:
     """
     if encoding not in _ENCODING_RANK_FILE:
         return None
-    return _find_local(encoding)[0]
+    with _env_lock:
+        return _find_local(encoding)[0]
 
 
 @contextlib.contextmanager
@@ -308,8 +309,8 @@ def load_encoding(name: str) -> Any:
     if name not in _ENCODING_RANK_FILE:
         return _load_other(tiktoken, name)
     spec = _RANK_FILES[_ENCODING_RANK_FILE[name]]
-    found, looked = _find_local(name)
-    with _env_lock:
+    with _env_lock:  # held while reading the environment too: a load in flight changes it
+        found, looked = _find_local(name)
         if found is None:
             try:
                 return _construct(tiktoken, name, None)

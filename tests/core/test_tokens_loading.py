@@ -339,3 +339,34 @@ def test_encoding_ragtrim_does_not_ship_is_downloaded(isolated, monkeypatch):
     message = str(excinfo.value)
     assert "download failed (ConnectionError" in message and "ragtrim install" not in message
     assert f"point {RANKS_ENV} at a local copy of p50k_base.tiktoken" in message
+
+
+def test_concurrent_loads_and_lookups_see_only_real_sources(isolated, downloads):
+    """A load points tiktoken's cache at a private folder for a moment; no lookup may see it."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    stop = threading.Event()
+    seen: set[tuple[str, Path]] = set()
+
+    def look() -> None:
+        while not stop.is_set():
+            found = find_rank_file("cl100k_base")
+            assert found is not None
+            seen.add((found.source, found.path))
+
+    def load(name: str) -> list[int]:
+        encoding = load_encoding.__wrapped__(name)  # bypass the cache: every call loads
+        return [len(encoding.encode_ordinary(text)) for text in TEXTS]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        lookers = [pool.submit(look) for _ in range(2)]
+        results = [pool.submit(load, n) for n in ("o200k_base", "cl100k_base", "o200k_base")]
+        counted = [r.result(timeout=120) for r in results]
+        stop.set()
+        for looker in lookers:
+            looker.result(timeout=60)
+    assert counted == [EXPECTED_COUNTS[n] for n in ("o200k_base", "cl100k_base", "o200k_base")]
+    assert seen == {("ragtrim package", PACKAGED_DIR / "cl100k_base.tiktoken.gz")}
+    assert os.environ["TIKTOKEN_CACHE_DIR"] == str(isolated)
+    assert downloads == []
