@@ -1,22 +1,29 @@
-"""Exact token counting, offline.
+"""Exact token counting, online or offline.
 
 Budgets are only as good as the counts behind them, so every count is the tokenizer's own
 count of the exact string emitted: no estimates, and no silent fallback when an encoding
 cannot be loaded.
 
-tiktoken downloads its rank files on first use. Offline, they are looked up (in order) in
-tiktoken's own cache (``TIKTOKEN_CACHE_DIR`` / ``DATA_GYM_CACHE_DIR`` / the temp cache) and in
-the copy that the ``litellm`` wheel ships (the ``offline`` extra).
+A tiktoken encoding needs its rank file. ``load_encoding`` looks for it locally first, in
+order: ``RAGTRIM_TIKTOKEN_RANKS`` (a rank file, plain or gzip/xz-compressed, or a folder of
+them), tiktoken's own cache (``TIKTOKEN_CACHE_DIR`` / ``DATA_GYM_CACHE_DIR`` /
+``<tempdir>/data-gym-cache``, named by the sha1 of the file's URL) and the gzip-compressed
+``o200k_base``/``cl100k_base`` copies shipped inside ragtrim (``ragtrim/data/tiktoken``; the
+tiktoken MIT license covers them). Only when none holds it does tiktoken download the file, and
+cache it, as it always does. Every file is checked against tiktoken's own sha256 hash before it
+is used, so where a file came from can never change a count.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,10 +31,58 @@ from ragtrim.errors import ConfigError, TokenizerError
 
 DEFAULT_ENCODING = "o200k_base"
 
-_RANK_FILE_URLS = {
-    "o200k_base": "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
-    "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
+RANKS_ENV = "RAGTRIM_TIKTOKEN_RANKS"
+
+_BLOB_URL = "https://openaipublic.blob.core.windows.net/encodings/"
+
+
+@dataclass(frozen=True)
+class _RankFileSpec:
+    """One of tiktoken's rank files: its name, and the sha256 tiktoken expects of it."""
+
+    name: str
+    sha256: str
+
+    @property
+    def url(self) -> str:
+        return f"{_BLOB_URL}{self.name}.tiktoken"
+
+    @property
+    def cache_key(self) -> str:
+        """The file's name in tiktoken's cache (tiktoken names it by the sha1 of its URL)."""
+        return hashlib.sha1(self.url.encode()).hexdigest()
+
+
+# tiktoken's own URLs and hashes (tiktoken_ext/openai_public.py; a test checks they agree).
+_RANK_FILES = {
+    spec.name: spec
+    for spec in (
+        _RankFileSpec(
+            "o200k_base", "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
+        ),
+        _RankFileSpec(
+            "cl100k_base", "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
+        ),
+        _RankFileSpec(
+            "p50k_base", "94b5ca7dff4d00767bc256fdd1b27e5b17361d7b8a5f968547f9f23eb70d2069"
+        ),
+        _RankFileSpec(
+            "r50k_base", "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
+        ),
+    )
 }
+# encoding -> the rank file its tiktoken constructor loads
+_ENCODING_RANK_FILE = {
+    "o200k_base": "o200k_base",
+    "o200k_harmony": "o200k_base",
+    "cl100k_base": "cl100k_base",
+    "p50k_base": "p50k_base",
+    "p50k_edit": "p50k_base",
+    "r50k_base": "r50k_base",
+}
+# ragtrim ships the two rank files its model table maps to, gzip-compressed
+_PACKAGED_RANK_FILES = ("o200k_base", "cl100k_base")
+_PACKAGED_DIR = Path(__file__).resolve().parent / "data" / "tiktoken"
 
 _MODEL_PREFIXES = (
     ("gpt-4o", "o200k_base"),
@@ -67,74 +122,232 @@ def encoding_for_model(model: str) -> str:
         ) from None
 
 
-def _local_rank_dirs() -> list[Path]:
-    dirs: list[Path] = []
-    for var in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
-        if os.environ.get(var):
-            dirs.append(Path(os.environ[var]))
-    dirs.append(Path(tempfile.gettempdir()) / "data-gym-cache")
+@dataclass(frozen=True)
+class RankFile:
+    """A local rank file that passed tiktoken's hash check: where it is and who provided it."""
+
+    encoding: str
+    path: Path
+    source: str  # RANKS_ENV, "tiktoken cache" or "ragtrim package"
+    data: bytes = field(repr=False)
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_XZ_MAGIC = b"\xfd7zXZ\x00"
+
+
+def _read_rank_bytes(path: Path, source: str, fix: str) -> bytes:
+    """The file's bytes, decompressed when it is gzip or xz (rank files are plain base64 text)."""
     try:
-        import importlib.util
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise TokenizerError(
+            f"cannot read tiktoken rank file {path} ({source}): {exc}; {fix}"
+        ) from exc
+    try:
+        if raw.startswith(_GZIP_MAGIC):
+            import gzip
+            import zlib
 
-        spec = importlib.util.find_spec("litellm")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is not None and spec.submodule_search_locations:
-        root = Path(next(iter(spec.submodule_search_locations)))
-        dirs.append(root / "litellm_core_utils" / "tokenizers")
-    return dirs
+            try:
+                return gzip.decompress(raw)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise ValueError(f"not a valid gzip file: {exc}") from exc
+        if raw.startswith(_XZ_MAGIC):
+            try:
+                import lzma
+            except ImportError as exc:
+                raise ValueError(
+                    f"xz-compressed, and this Python has no lzma module ({exc})"
+                ) from exc
+
+            try:
+                return lzma.decompress(raw)
+            except (lzma.LZMAError, EOFError) as exc:
+                raise ValueError(f"not a valid xz file: {exc}") from exc
+    except ValueError as exc:
+        raise TokenizerError(f"tiktoken rank file {path} ({source}) is {exc}; {fix}") from exc
+    return raw
 
 
-def find_rank_file(encoding: str) -> Path | None:
-    """The local copy of an encoding's rank file, named as tiktoken's cache names it."""
-    url = _RANK_FILE_URLS.get(encoding)
-    if url is None:
+def _checked(spec: _RankFileSpec, path: Path, source: str, fix: str) -> RankFile:
+    data = _read_rank_bytes(path, source, fix)
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != spec.sha256:
+        raise TokenizerError(
+            f"tiktoken rank file {path} ({source}) fails the hash check for {spec.name}: "
+            f"sha256 {digest}, tiktoken expects {spec.sha256}; {fix}"
+        )
+    return RankFile(spec.name, path, source, data)
+
+
+def _tiktoken_cache_dir() -> Path | None:
+    """The folder tiktoken caches downloads in, by tiktoken's own rule; None when caching is off."""
+    for var in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
+        if var in os.environ:
+            return Path(os.environ[var]) if os.environ[var] else None
+    return Path(tempfile.gettempdir()) / "data-gym-cache"
+
+
+def _from_env(spec: _RankFileSpec) -> RankFile | None:
+    value = os.environ.get(RANKS_ENV, "").strip()
+    if not value:
         return None
-    key = hashlib.sha1(url.encode()).hexdigest()
-    for directory in _local_rank_dirs():
-        candidate = directory / key
-        if candidate.is_file():
-            return candidate
-    return None
+    path = Path(value).expanduser()
+    fix = f"replace it with tiktoken's {spec.name}.tiktoken or unset {RANKS_ENV}"
+    if path.is_dir():
+        names = [f"{spec.name}.tiktoken{ext}" for ext in ("", ".gz", ".xz")] + [spec.cache_key]
+        for candidate in (path / name for name in names):
+            if candidate.is_file():
+                return _checked(spec, candidate, RANKS_ENV, fix)
+        return None
+    if not path.is_file():
+        raise TokenizerError(f"{RANKS_ENV}={value}: no such file or folder")
+    data = _read_rank_bytes(path, RANKS_ENV, fix)
+    digest = hashlib.sha256(data).hexdigest()
+    if digest == spec.sha256:
+        return RankFile(spec.name, path, RANKS_ENV, data)
+    if any(digest == other.sha256 for other in _RANK_FILES.values()):
+        return None  # a valid rank file of another encoding
+    raise TokenizerError(
+        f"{RANKS_ENV}={path}: not a tiktoken rank file that passes the hash check "
+        f"(sha256 {digest}; {spec.name} is {spec.sha256}); {fix}"
+    )
+
+
+def _find_local(encoding: str) -> tuple[RankFile | None, list[str]]:
+    """The first local source holding the encoding's rank file, and what was looked at."""
+    spec = _RANK_FILES[_ENCODING_RANK_FILE[encoding]]
+    looked: list[str] = []
+    found = _from_env(spec)
+    if found is not None:
+        return found, looked
+    looked.append(
+        f"{RANKS_ENV} ({os.environ[RANKS_ENV]}) holds no {spec.name}"
+        if os.environ.get(RANKS_ENV, "").strip()
+        else f"{RANKS_ENV} is not set"
+    )
+    cache_dir = _tiktoken_cache_dir()
+    if cache_dir is None:
+        looked.append("tiktoken's cache is off (TIKTOKEN_CACHE_DIR is empty)")
+    else:
+        cached = cache_dir / spec.cache_key
+        if cached.is_file():
+            fix = "delete it (tiktoken downloads it again when online)"
+            return _checked(spec, cached, "tiktoken cache", fix), looked
+        looked.append(f"tiktoken's cache has no {cached}")
+    if spec.name in _PACKAGED_RANK_FILES:
+        packaged = _PACKAGED_DIR / f"{spec.name}.tiktoken.gz"
+        if packaged.is_file():
+            fix = "reinstall ragtrim (pip install --force-reinstall ragtrim)"
+            return _checked(spec, packaged, "ragtrim package", fix), looked
+        looked.append(f"this ragtrim install has no {packaged} (reinstall ragtrim)")
+    return None, looked
+
+
+def find_rank_file(encoding: str) -> RankFile | None:
+    """The hash-checked local rank file ``load_encoding`` would use, or None (it would download).
+
+    Raises ``TokenizerError`` for a local file that is there but fails the hash check.
+    """
+    if encoding not in _ENCODING_RANK_FILE:
+        return None
+    with _env_lock:
+        return _find_local(encoding)[0]
+
+
+@contextlib.contextmanager
+def _tiktoken_cache_at(directory: str | None) -> Iterator[None]:
+    """Point tiktoken's cache at ``directory`` (None: leave the user's setting) for one load.
+
+    tiktoken reads its cache folder from the environment on every load, so the caller holds
+    ``_env_lock``; other ragtrim loads wait, and no load sees another's folder.
+    """
+    if directory is None:
+        yield
+        return
+    previous = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = directory
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["TIKTOKEN_CACHE_DIR"]
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = previous
+
+
+def _construct(tiktoken: Any, name: str, cache_dir: str | None) -> Any:
+    # tiktoken's own constructor (pattern, special tokens, ranks through its hash check); called
+    # directly rather than through tiktoken.get_encoding, whose process-wide registry would
+    # return an encoding loaded earlier from another source
+    from tiktoken_ext import openai_public
+
+    with _tiktoken_cache_at(cache_dir):
+        return tiktoken.Encoding(**openai_public.ENCODING_CONSTRUCTORS[name]())
+
+
+def _remedies(spec_name: str) -> str:
+    return (
+        f"either let tiktoken download it (network access to {_BLOB_URL}; tiktoken then keeps it "
+        f"in its cache), or point {RANKS_ENV} at a local copy of {spec_name}.tiktoken (plain, "
+        ".gz or .xz) or at a folder holding it"
+    )
 
 
 @functools.lru_cache(maxsize=8)
 def load_encoding(name: str) -> Any:
-    """Load a tiktoken encoding from a local rank file; raise ``TokenizerError`` otherwise."""
+    """Load a tiktoken encoding from a local, hash-checked rank file, else through tiktoken.
+
+    Raises ``TokenizerError`` naming the file when a local copy fails the hash check, and
+    naming both remedies (download, or a local copy) when there is neither.
+    """
     try:
         import tiktoken
     except ImportError as exc:  # pragma: no cover - tiktoken is a core dependency
         raise TokenizerError("tiktoken is not installed: pip install ragtrim") from exc
-    remedy = (
-        f"install the offline extra (pip install 'ragtrim[offline]', which ships the "
-        f"{name} rank file) or set TIKTOKEN_CACHE_DIR to a directory holding it"
-    )
-    if name not in _RANK_FILE_URLS:
+    if name not in _ENCODING_RANK_FILE:
+        return _load_other(tiktoken, name)
+    spec = _RANK_FILES[_ENCODING_RANK_FILE[name]]
+    with _env_lock:  # held while reading the environment too: a load in flight changes it
+        found, looked = _find_local(name)
+        if found is None:
+            try:
+                return _construct(tiktoken, name, None)
+            except Exception as exc:
+                raise TokenizerError(
+                    f"tiktoken encoding {name!r} is not available: no local {spec.name} rank "
+                    f"file ({'; '.join(looked)}) and tiktoken's download failed "
+                    f"({type(exc).__name__}: {exc}); {_remedies(spec.name)}"
+                ) from exc
+        # hand tiktoken the checked bytes under the name its cache uses, in a private folder,
+        # so the load reads exactly what was checked and never touches the network
         try:
-            return tiktoken.get_encoding(name)
+            with tempfile.TemporaryDirectory(prefix="ragtrim-tiktoken-") as tmp:
+                (Path(tmp) / spec.cache_key).write_bytes(found.data)
+                return _construct(tiktoken, name, tmp)
         except Exception as exc:
             raise TokenizerError(
-                f"cannot load tiktoken encoding {name!r}: {exc}; {remedy}"
+                f"tiktoken encoding {name!r} failed to load from {found.path} "
+                f"({found.source}): {type(exc).__name__}: {exc}"
             ) from exc
-    rank_file = find_rank_file(name)
-    if rank_file is None:
-        raise TokenizerError(f"tiktoken encoding {name!r} is not available offline; {remedy}")
-    # tiktoken reads its cache directory from the environment on every load; point it at the
-    # directory that holds the file for the duration of this one load.
+
+
+def _load_other(tiktoken: Any, name: str) -> Any:
+    """An encoding ragtrim has no hash for (gpt2, plugins): tiktoken's own cache and download."""
+    if name not in tiktoken.list_encoding_names():
+        known = ", ".join(sorted(tiktoken.list_encoding_names()))
+        raise TokenizerError(f"unknown tiktoken encoding {name!r}; known: {known}")
     with _env_lock:
-        previous = os.environ.get("TIKTOKEN_CACHE_DIR")
-        os.environ["TIKTOKEN_CACHE_DIR"] = str(rank_file.parent)
         try:
             return tiktoken.get_encoding(name)
         except Exception as exc:
             raise TokenizerError(
-                f"tiktoken encoding {name!r} failed to load from {rank_file}: {exc}; {remedy}"
+                f"tiktoken encoding {name!r} is not available: tiktoken found no copy in its "
+                f"cache ({_tiktoken_cache_dir()}) and its download failed "
+                f"({type(exc).__name__}: {exc}); either let tiktoken download it (network "
+                "access), or put tiktoken's cached copy in TIKTOKEN_CACHE_DIR"
             ) from exc
-        finally:
-            if previous is None:
-                del os.environ["TIKTOKEN_CACHE_DIR"]
-            else:
-                os.environ["TIKTOKEN_CACHE_DIR"] = previous
 
 
 class TokenCounter:
