@@ -14,8 +14,6 @@ import json
 import re
 from pathlib import Path
 
-from ragtrim.bench.budgets import BUDGETS
-
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 DATASETS = ["kestrel", "squad2-dev-half", "covid-qa", "pubmedqa-l", "scifact", "hotpotqa-dev-300"]
@@ -85,20 +83,26 @@ def _budget_cell(row: dict) -> str:
 
 def _budget_rows() -> list[str]:
     """Quality at context budgets: per data set, over all queries and per task type, the best
-    ragtrim configuration under each budget / naive hybrid top-k interpolated there."""
-    header = ["data set", "queries", "quality", *(f"{b:,}" for b in BUDGETS)]
-    rows = [_row(header), "|" + "---|" * len(header)]
+    ragtrim configuration under each budget / naive hybrid top-k interpolated there. The
+    budgets are the ones the results files carry (all must carry the same)."""
+    reports = {}
     for name in DATASETS:
         path = RESULTS / name / "results.json"
-        if not path.exists():
-            rows.append(_row([name, "not run"] + [""] * (len(header) - 2)))
-            continue
-        report = json.loads(path.read_text(encoding="utf-8")).get("quality_at_budget")
+        if path.exists():
+            reports[name] = json.loads(path.read_text(encoding="utf-8")).get("quality_at_budget")
+    budgets = next((r["budgets"] for r in reports.values() if r), None)
+    if budgets is None:
+        return ["No results file carries a quality-at-budget report yet."]
+    header = ["data set", "queries", "quality", *(f"{b:,}" for b in budgets)]
+    rows = [_row(header), "|" + "---|" * len(header)]
+    for name in DATASETS:
+        report = reports.get(name)
         if report is None:
-            rows.append(_row([name, "results predate this report"] + [""] * (len(header) - 2)))
+            why = "results predate this report" if name in reports else "not run"
+            rows.append(_row([name, why] + [""] * (len(header) - 2)))
             continue
-        if report["budgets"] != list(BUDGETS):
-            raise SystemExit(f"{path}: budgets {report['budgets']} are not {list(BUDGETS)}")
+        if report["budgets"] != budgets:
+            raise SystemExit(f"{name}: budgets {report['budgets']} are not {budgets}")
         scopes = [(f"all ({report['all']['queries']})", report["all"])]
         if len(report["task_types"]) > 1:
             scopes += [(f"{t} ({s['queries']})", s) for t, s in report["task_types"].items()]

@@ -198,7 +198,7 @@ def markdown_section(report: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"Queries with a quality measure: {', '.join(measured)}. "
             + (
-                f"Naive hybrid top-k measured from {span[0]:.0f} to {span[1]:.0f} context tokens."
+                f"Naive hybrid top-k measured from {span[0]:.1f} to {span[1]:.1f} context tokens."
                 if span
                 else "No naive hybrid top-k baseline in this sweep."
             )

@@ -188,7 +188,7 @@ def test_markdown_section_renders_every_scope_with_none_fits_and_na(report):
     assert "| 150 | ragtrim[x] (150) | 1.000 | 0.542 | ragtrim (150) | 0.667 | 0.542 |" in text
     # "b" has only evidence recall: three columns fewer
     assert "| 250 | ragtrim[x] (150) | 0.000 | 1.000 |" in text
-    assert "Naive hybrid top-k measured from 133 to 333 context tokens." in text
+    assert "Naive hybrid top-k measured from 133.3 to 333.3 context tokens." in text
 
 
 def test_markdown_section_of_the_default_budgets_formats_thousands():
