@@ -197,3 +197,16 @@ def test_markdown_section_of_the_default_budgets_formats_thousands():
     text = "\n".join(markdown_section(quality_at_budget(records, summary, SYSTEMS, METRICS)))
     assert [int(b) for b in BUDGETS] == [100, 150, 250, 400, 500, 750, 1000]
     assert "| 1,000 | ragtrim[x] (150) | 1.000 | n/a |" in text  # above top2's 333 tokens
+
+
+def test_markdown_section_with_one_task_type_has_no_per_type_tables():
+    records = [r for r in _records() if r["task_type"] == "a"]
+    summary = summarise(records, METRICS)
+    report = quality_at_budget(records, summary, SYSTEMS, METRICS, budgets=(100,))
+    assert list(report["task_types"]) == ["a"]
+    assert report["task_types"]["a"]["metrics"] == report["all"]["metrics"]
+    text = "\n".join(markdown_section(report))
+    assert "### all queries (2)" in text and "### task type" not in text
+    assert "One task type (`a`): the table above is its table." in text
+    # top1 is 100 tokens / 0.5 for "a": on the point, so not n/a
+    assert "| 100 | ragtrim (50) | 0.500 | 0.500 | ragtrim (50) | 0.500 | 0.250 |" in text
