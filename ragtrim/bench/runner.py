@@ -1,8 +1,10 @@
 """``ragtrim bench``: baselines and ragtrim systems on one data set, written to files.
 
 Outputs in ``--out``: ``results.json`` (every aggregate and per-query record, the config, the
-data set fingerprint, package versions, machine), ``results.md`` (tables and the headline token
-ratio), ``tokens_vs_quality.png`` (one curve per system family, Pareto frontier marked).
+data set fingerprint, package versions, machine; ``quality_at_budget``, see
+:mod:`ragtrim.bench.budgets`), ``results.md`` (tables, the headline token ratio and the quality
+at context budgets 100..1,000 per task type), ``tokens_vs_quality.png`` (one curve per system
+family, Pareto frontier marked).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from ragtrim.bench.budgets import budget_metrics, markdown_section, quality_at_budget
 from ragtrim.bench.datasets import Dataset
 from ragtrim.bench.engine import (
     BASELINE_KS,
@@ -193,6 +196,7 @@ def _markdown(
     price: float,
     model: str,
     answerable_only: bool = False,
+    budgets: Mapping[str, Any] | None = None,
 ) -> str:
     lines = [
         f"# {dataset.name}: tokens vs {metric.replace('_', ' ')}",
@@ -218,12 +222,16 @@ def _markdown(
                 f"({head['best_ragtrim_quality']:.3f})."
             )
         lines.append("")
+    # evidence recall beside the primary metric wherever gold sentences exist: an answer can
+    # be in the context while the evidence chain that supports it is not
+    evidence = metric != "evidence_recall" and any("evidence_recall" in s for s in summary.values())
     columns = [
         "system",
         "context tok",
         "prompt tok",
         metric,
         "95% CI",
+        *(["evidence recall"] if evidence else []),
         "doc recall",
         "p50 ms",
         "p95 ms",
@@ -243,6 +251,7 @@ def _markdown(
                     f"{s['prompt_tokens']:.0f}",
                     f"{quality.get('mean', float('nan')):.3f}",
                     f"{quality['ci95'][0]:.3f}–{quality['ci95'][1]:.3f}" if quality else "",
+                    *([_mean(s, "evidence_recall")] if evidence else []),
                     f"{docs.get('mean', float('nan')):.3f}" if docs else "",
                     f"{s['latency_ms']['p50']:.1f}",
                     f"{s['latency_ms']['p95']:.1f}",
@@ -252,7 +261,13 @@ def _markdown(
             )
             + " |"
         )
-    return "\n".join(lines) + "\n"
+    if budgets is not None:
+        lines += ["", *markdown_section(budgets)]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _mean(entry: Mapping[str, Any], metric: str) -> str:
+    return f"{entry[metric]['mean']:.3f}" if metric in entry else ""
 
 
 def compact_records(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -308,6 +323,9 @@ def run_benchmark(
     }
     front = pareto_front(points)
     head = headline(summary, metric)
+    budgets = quality_at_budget(
+        records, summary, systems, budget_metrics(metric, summary), seed=seed
+    )
     pricing = pipe.config.pricing
     price = price_per_token(pricing.model, pricing.prices)
     out = Path(out)
@@ -324,6 +342,7 @@ def run_benchmark(
         },
         "metric": metric,
         "headline": head,
+        "quality_at_budget": budgets,
         "pareto_front": front,
         "systems": {s.name: s.to_dict() for s in systems},
         "summary": summary,
@@ -339,7 +358,7 @@ def run_benchmark(
     }
     (out / "results.json").write_text(json.dumps(result, separators=(",", ":")), encoding="utf-8")
     markdown = _markdown(
-        dataset, summary, metric, head, front, info, price, pricing.model, answerable_only
+        dataset, summary, metric, head, front, info, price, pricing.model, answerable_only, budgets
     )
     (out / "results.md").write_text(markdown, encoding="utf-8")
     from ragtrim.bench.plots import plot_tokens_vs_quality

@@ -124,6 +124,39 @@ def test_evidence_recall_whitespace_insensitive_and_elision_breaks_containment()
     assert evidence_recall("anything", ["  "]) is None
 
 
+@pytest.mark.parametrize(
+    ("context", "gold", "expected"),
+    [
+        # HotpotQA gold sentences keep their leading space; the packer's header precedes them
+        (
+            "[1] David Huntsinger\nDavid Huntsinger is a pianist. He has worked with Carman.",
+            [" He has worked with Carman.", "Larnelle Harris is a singer."],
+            (0.5, False),  # 1 of 2
+        ),
+        # three gold sentences, two in two passages: 2/3
+        (
+            "[1] A\nOwls hunt at night.\n\n[2] B\nTheir feathers are soft.",
+            ["Owls hunt at night.", "Their feathers are soft.", "Mice hide."],
+            (2 / 3, False),
+        ),
+        # a sentence cut by the budget ("…" appended) is not present
+        ("[1] A\nOwls hunt at…", ["Owls hunt at night."], (0.0, False)),
+        # nor is one cut in two by a passage header
+        ("[1] A\nOwls hunt\n\n[2] B\nat night.", ["Owls hunt at night."], (0.0, False)),
+        # verbatim up to whitespace only: case and punctuation must match
+        ("owls hunt at night.", ["Owls hunt at night."], (0.0, False)),
+        ("Owls hunt at night!", ["Owls hunt at night."], (0.0, False)),
+        # a gold sentence inside a longer one is contained, so it counts
+        ("Barn owls hunt at night.", ["owls hunt at night."], (1.0, True)),
+        # blank gold sentences are not counted: 1 of the 1 real one
+        ("Owls hunt at night.", ["Owls hunt at night.", " \n"], (1.0, True)),
+    ],
+)
+def test_evidence_recall_hand_computed(context, gold, expected):
+    share, complete = evidence_recall(context, gold)
+    assert (share, complete) == (pytest.approx(expected[0]), expected[1])
+
+
 def test_doc_recall():
     assert doc_recall(["d1", "d2", "d1"], ["d1", "d3"]) == 0.5
     assert doc_recall([], ["d1"]) == 0.0

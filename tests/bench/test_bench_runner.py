@@ -80,9 +80,10 @@ def default_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 def table_rows(markdown: str) -> dict[str, list[str]]:
-    """The results table of ``results.md``: system name -> its cells, in file order."""
+    """The results table of ``results.md``: system name -> its cells, in file order (the
+    quality-at-budget tables after it are not system rows)."""
     rows = {}
-    for line in markdown.splitlines():
+    for line in markdown.split("## Quality at context budgets")[0].splitlines():
         if line.startswith("| ") and not line.startswith("| system"):
             cells = [c.strip() for c in line.strip("|").split("|")]
             rows[cells[0]] = cells
@@ -440,6 +441,57 @@ def test_run_benchmark_writes_a_table_row_per_system_and_a_plot(
         assert "no ragtrim system reached" in markdown
     png = (out / "tokens_vs_quality.png").read_bytes()
     assert png.startswith(PNG_MAGIC) and len(png) > 1000
+
+
+def test_run_benchmark_reports_evidence_recall_beside_answer_recall(
+    default_run: tuple[Path, str],
+) -> None:
+    out, markdown = default_run
+    result = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    header = next(line for line in markdown.splitlines() if line.startswith("| system"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert columns[3:6] == ["answer_recall", "95% CI", "evidence recall"]
+    for name, cells in table_rows(markdown).items():
+        # q1 and q4 have gold sentences: evidence recall is their mean
+        evidence = result["records"]["systems"][name]["evidence_recall"]
+        assert [v is None for v in evidence] == [False, True, True, False]
+        assert cells[5] == f"{result['summary'][name]['evidence_recall']['mean']:.3f}"
+        assert result["summary"][name]["evidence_recall"]["mean"] == pytest.approx(
+            (evidence[0] + evidence[3]) / 2, abs=1e-4
+        )
+
+
+def test_run_benchmark_reports_quality_at_context_budgets(
+    default_run: tuple[Path, str],
+) -> None:
+    out, markdown = default_run
+    result = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    report = result["quality_at_budget"]
+    assert report["budget_scope"] == "context"
+    assert report["budgets"] == [100, 150, 250, 400, 500, 750, 1000]
+    assert report["metrics"] == ["answer_recall", "evidence_recall"]
+    assert report["baseline_systems"] == [f"naive-hybrid-top{k}" for k in range(1, 11)]
+    assert set(report["task_types"]) == {"factoid", "yes_no", "unanswerable"}
+    # a label answer / no answer, and no gold sentence: nothing to measure quality by
+    assert report["task_types"]["yes_no"]["metrics"] == {}
+    assert report["task_types"]["unanswerable"]["metrics"] == {}
+    summary, systems = result["summary"], result["systems"]
+    ours = [n for n, s in systems.items() if s["kind"] == "ragtrim"]
+    for metric in report["metrics"]:
+        for row in report["all"]["metrics"][metric]["rows"]:
+            fitting = [n for n in ours if summary[n]["context_tokens"] <= row["budget"]]
+            if not fitting:
+                assert row["best_system"] is None
+                continue
+            best = row["best_system"]
+            assert best in fitting and row["best_context_tokens"] <= row["budget"]
+            assert row["best_quality"] == max(summary[n][metric]["mean"] for n in fitting)
+    assert "## Quality at context budgets" in markdown
+    assert "### all queries (4)" in markdown and "### task type `factoid` (2)" in markdown
+    assert "### task type `yes_no` (1)\n\nNo query of this scope has a quality measure." in (
+        markdown
+    )
+    assert markdown.count("| 1,000 |") == 2  # all queries and factoid
 
 
 def test_run_benchmark_answerable_only_drops_queries_without_span_answers(

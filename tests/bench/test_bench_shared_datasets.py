@@ -15,6 +15,8 @@ pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} is not pr
 # name: (documents, queries, queries with span answers, with gold sentences, qrels queries)
 EXPECTED = {
     "covid-qa": (98, 1380, 1380, 0, None),
+    # 727 gold sentences over 300 queries, every query has two gold paragraphs
+    "hotpotqa-dev-300": (2975, 300, 300, 300, None),
     "pubmedqa-l": (1000, 1000, 0, 0, None),
     "scifact": (5183, 300, 0, 188, 300),
     # 2910 answerable; two of them have the answer "yes", a label
@@ -44,6 +46,7 @@ def test_shared_dataset_counts(datasets, name):
 def test_shared_task_types(datasets):
     assert datasets["squad2-dev-half"].task_types() == {"factoid": 2910, "unanswerable": 3168}
     assert datasets["scifact"].task_types() == {"claim_verification": 300}
+    assert datasets["hotpotqa-dev-300"].task_types() == {"bridge": 260, "comparison": 40}
     assert sum(len(judged) for judged in datasets["scifact"].qrels.values()) == 339
     train = load_dataset(SHARED / "scifact", split="train")
     assert (len(train.queries), sum(bool(q.gold_sentences) for q in train.queries)) == (809, 505)
@@ -75,3 +78,21 @@ def test_evidence_recall_ceiling_on_scifact(datasets):
         if q.gold_sentences
     ]
     assert len(results) == 188 and all(r == (1.0, True) for r in results)
+
+
+def test_answer_and_evidence_recall_ceiling_on_hotpotqa(datasets):
+    ds = datasets["hotpotqa-dev-300"]
+    assert sum(len(q.gold_sentences) for q in ds.queries) == 727
+    assert all(len(q.gold_doc_ids) == 2 for q in ds.queries)
+    context = {q.id: _gold_context(ds, q) for q in ds.queries}
+    assert all(answer_recall(context[q.id], q.answers) == 1.0 for q in ds.queries)
+    evidence = [evidence_recall(context[q.id], q.gold_sentences) for q in ds.queries]
+    assert all(e == (1.0, True) for e in evidence)
+    # the two gold paragraphs' sentences, but not their whole texts: one gold sentence cut by
+    # an ellipsis no longer counts
+    first = ds.queries[0]
+    cut = first.gold_sentences[0].strip()
+    half = len(cut) // 2
+    broken = context[first.id].replace(cut, f"{cut[:half]} … {cut[half:]}")
+    share, complete = evidence_recall(broken, first.gold_sentences)
+    assert share == (len(first.gold_sentences) - 1) / len(first.gold_sentences) and not complete
