@@ -11,7 +11,8 @@ Budgets are context tokens (``budget_scope: context``). "Quality at B" is the be
 any packer setting (budget cap x stop threshold) whose mean context tokens stay at or under B;
 naive hybrid top-k (whole chunks, k = 1..10, the retriever's ranking) is interpolated linearly
 in tokens between its two nearest k, and is n/a outside the range it covers. "current" is the
-packer of the commit this work started from: ``scorer: hand, span_fill: 0`` packs identically
+packer of the commit this work started from: ``scorer: hand, span_fill: 0,
+token_cost_exponent: 0`` packs identically
 (checked per question by ``bench_packer_ab.py``).
 """
 
@@ -45,7 +46,11 @@ BUDGETS = (100, 150, 250, 400, 500, 750, 1000)
 CAPS = (100, 150, 250, 400, 500, 750, 1000, 2048)
 #: variant -> (packer parameters, the stop-threshold parameter and its sweep)
 VARIANTS: dict[str, tuple[dict[str, Any], str, tuple[float, ...]]] = {
-    "current": ({"scorer": "hand", "span_fill": 0}, "relative_threshold", (0.3, 0.45, 0.6)),
+    "current": (
+        {"scorer": "hand", "span_fill": 0, "token_cost_exponent": 0.0},
+        "relative_threshold",
+        (0.3, 0.45, 0.6),
+    ),
     "learned": ({}, "min_probability", (0.01, 0.02, 0.04, 0.08)),
     "learned, no spans": ({"span_fill": 0}, "min_probability", (0.01, 0.02, 0.04, 0.08)),
     "learned, no conditional": (
@@ -53,7 +58,11 @@ VARIANTS: dict[str, tuple[dict[str, Any], str, tuple[float, ...]]] = {
         "min_probability",
         (0.01, 0.02, 0.04, 0.08),
     ),
-    "hand + spans": ({"scorer": "hand"}, "relative_threshold", (0.3, 0.45, 0.6)),
+    "hand + spans": (
+        {"scorer": "hand", "token_cost_exponent": 0.0},
+        "relative_threshold",
+        (0.3, 0.45, 0.6),
+    ),
 }
 ABLATION_CAPS = (150, 250, 500, 1000)
 SEED = 0
@@ -284,6 +293,36 @@ def evaluate_dataset(name: str) -> dict[str, Any]:
     }
 
 
+def unanswerable_cost(limit: int = 300) -> dict[str, Any] | None:
+    """Mean context tokens on SQuAD 2.0's unanswerable questions (test half, a seeded sample):
+    what a question the candidates cannot answer costs with each packer."""
+    from dataclasses import replace
+
+    from ragtrim.bench.engine import prepared, query_candidates
+    from ragtrim.bench.tune import split_halves
+    from ragtrim.packing.packer import ContextPacker
+
+    path = DATASETS["squad2-dev-half"][0]
+    if not path.exists():
+        return None
+    dataset, pipe, _ = prepared(path, None, False, None, SEED)
+    unanswerable = replace(dataset, queries=[q for q in dataset.queries if not q.span_answers])
+    _, test = split_halves(unanswerable.subset(limit, SEED), SEED)
+    packers = {
+        "current": ContextPacker(scorer="hand", span_fill=0, token_cost_exponent=0.0),
+        "learned (default)": ContextPacker(),
+    }
+    tokens: dict[str, list[int]] = {name: [] for name in packers}
+    for query in test.queries:
+        ctx, candidates, _, _ = query_candidates(pipe, pipe.stages, query)
+        for name, packer in packers.items():
+            tokens[name].append(packer.run(ctx, list(candidates)).context_tokens)
+    return {
+        "questions": len(test.queries),
+        "context_tokens": {name: float(np.mean(t)) for name, t in tokens.items()},
+    }
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -311,6 +350,15 @@ def render(result: dict[str, Any]) -> str:
             f"{_fmt(cell['naive'])} | {_fmt(naive3)} | {_fmt(current)} | {_fmt(learned)} | "
             f"{_fmt(cell.get('learned_evidence_recall'))} | {'yes' if met else 'no'} |"
         )
+    cost = result.get("unanswerable")
+    if cost:
+        lines += [
+            "",
+            f"Unanswerable questions (SQuAD 2.0, {cost['questions']} of the test half): mean "
+            "context tokens "
+            + ", ".join(f"{name} {value:.0f}" for name, value in cost["context_tokens"].items())
+            + " (default budget and stop).",
+        ]
     lines += ["", "## The default packer", ""]
     lines += [
         "| data set | default: tokens / quality | naive top-k tokens at that quality "
@@ -366,7 +414,11 @@ def main() -> None:
             continue
         datasets[name] = evaluate_dataset(name)
         print(f"{name}: done at {time.perf_counter() - started:.0f} s", flush=True)
-    result = {"environment": environment(), "datasets": datasets}
+    result = {
+        "environment": environment(),
+        "datasets": datasets,
+        "unanswerable": unanswerable_cost() if args.dataset is None else None,
+    }
     path = write_results(RESULTS, "evidence", result, render)
     print(render(result))
     print(f"wrote {path}")

@@ -19,7 +19,7 @@ needs embeddings (``sentence-transformers/all-MiniLM-L6-v2``, offline):
 "with" is the documents the ragtrim adapter returns for the same retrieval, joined the same
 way (no filters, the question's ``task_type``). Two ragtrim configurations, fixed in
 :data:`VARIANTS` and not tuned on these questions: ``Pipeline.default()`` as it is, and the
-same with a lower packer cutoff (``relative_threshold=0.3``) to show the tokens/recall
+same with a looser sufficiency stop (``min_probability=0.005``) to show the tokens/recall
 trade-off. Tokens are exact ``o200k_base`` counts. Answer recall is
 ``ragtrim.bench.metrics.answer_recall`` on that text (label-only questions do not count).
 """
@@ -53,7 +53,7 @@ SEED = 0
 #: ragtrim configurations: name -> packer overrides on top of ``Pipeline.default()``
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
-    "relative_threshold=0.3": {"relative_threshold": 0.3},
+    "min_probability=0.005": {"min_probability": 0.005},
 }
 
 
@@ -293,8 +293,8 @@ def markdown(report: dict[str, Any]) -> str:
         "counts of the retrieved documents joined as the framework passes them to a prompt; "
         '"with" is what the ragtrim adapter returns for the same retrieval '
         f"(`Pipeline.default()`, {report['budget']:,}-token prompt budget, packer "
-        f"`relative_threshold` {packer['relative_threshold']}; the second variant only lowers "
-        "that cutoff). Answer recall: "
+        f"`min_probability` {packer['min_probability']}; the second variant only loosens "
+        "that stop). Answer recall: "
         f"`ragtrim.bench.metrics.answer_recall` over {report['recall_n']} questions with span "
         'answers; "answers lost" counts questions whose answer was in the retrieved '
         "text but not in the trimmed text.",

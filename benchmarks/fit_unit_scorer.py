@@ -7,6 +7,9 @@ questions are fitted on, so every figure on the test halves is held apart. ``--e
 leaves data sets out (a leave-one-data-set-out scorer, for the generalisation table) and
 ``--out`` writes elsewhere. ``--no-conditional`` fits on the empty state only, with the
 conditional features' weights held at zero (the ablation without conditional scoring).
+``--ablations`` also writes, from the same loaded questions, the no-conditional scorer and one
+leave-one-out scorer per data set into ``benchmarks/results/scorers/`` (what
+``bench_evidence.py`` compares).
 
 PubMedQA is not fitted on: its gold is a document, not sentences or answer spans.
 """
@@ -76,35 +79,47 @@ def main() -> None:
     parser.add_argument("--exclude", action="append", default=[], choices=sorted(TRAINING))
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--no-conditional", action="store_true")
+    parser.add_argument("--ablations", action="store_true")
     args = parser.parse_args()
 
     from ragtrim.packing.scorer import DEFAULT_PATH
-    from ragtrim.packing.training import fit_unit_scorer
 
     names = [n for n in TRAINING if n not in args.exclude]
     missing = [n for n in names if not TRAINING[n][0].exists()]
     if missing:
         sys.exit(f"fit_unit_scorer: data set(s) not found: {', '.join(missing)}")
-    queries = [q for name in names for q in labelled(name)]
-    command = "python benchmarks/fit_unit_scorer.py" + "".join(
-        f" --exclude {n}" for n in args.exclude
-    )
-    if args.no_conditional:
+    by_name = {name: labelled(name) for name in names}
+    fit(by_name, args.exclude, args.no_conditional, args.out or DEFAULT_PATH)
+    if args.ablations:
+        scorers = REPO / "benchmarks" / "results" / "scorers"
+        scorers.mkdir(parents=True, exist_ok=True)
+        fit(by_name, args.exclude, True, scorers / "no-conditional.json")
+        for name in names:
+            kept = {n: q for n, q in by_name.items() if n != name}
+            fit(kept, [*args.exclude, name], False, scorers / f"without-{name}.json")
+
+
+def fit(by_name: dict[str, list], excluded: list[str], no_conditional: bool, out: Path) -> None:
+    from ragtrim.packing.scorer import DEFAULT_PATH
+    from ragtrim.packing.training import fit_unit_scorer
+
+    command = "python benchmarks/fit_unit_scorer.py" + "".join(f" --exclude {n}" for n in excluded)
+    if no_conditional:
         command += " --no-conditional"
-    out = args.out or DEFAULT_PATH
     if out != DEFAULT_PATH:
         command += f" --out {out.relative_to(REPO) if out.is_absolute() else out}"
+    queries = [q for questions in by_name.values() for q in questions]
     scorer = fit_unit_scorer(
         queries,
-        conditional=not args.no_conditional,
+        conditional=not no_conditional,
         training={
-            "datasets": names,
+            "datasets": list(by_name),
             "split": f"ragtrim tune's split_halves, seed {SEED}: the tune half of each",
             "command": command,
         },
     )
     scorer.save(out)
-    print(f"fitted on {len(queries)} questions of {', '.join(names)}; wrote {out}")
+    print(f"fitted on {len(queries)} questions of {', '.join(by_name)}; wrote {out}", flush=True)
 
 
 if __name__ == "__main__":

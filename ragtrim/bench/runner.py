@@ -48,7 +48,7 @@ METRICS = (
     "recall@100",
 )
 #: without a sweep file: the configured pipeline plus a spread of cutoffs, for a curve
-DEFAULT_GRID = {"packer.relative_threshold": [0.7, 0.6, 0.55, 0.5, 0.45, 0.4, 0.35, 0.3]}
+DEFAULT_GRID = {"packer.min_probability": [0.2, 0.1, 0.06, 0.04, 0.03, 0.02, 0.01, 0.005]}
 HEADLINE_BASELINE = "naive-hybrid-top5"
 
 

@@ -119,6 +119,7 @@ def sequential_select(
     selectable: np.ndarray,
     min_probability: float,
     max_units: int | None = None,
+    cost_exponent: float = 0.0,
 ) -> tuple[list[int], str]:
     """Greedy by calibrated probability, re-scored after every choice; returns the chosen
     units and why selection stopped.
@@ -128,7 +129,8 @@ def sequential_select(
     when the best remaining unit is unlikely to be needed (``"sufficient"``: below
     ``min_probability``), when nothing left fits (``"budget"``), when every unit is chosen
     (``"exhausted"``) or at ``max_units``. The first unit is always taken if it fits: the
-    packer never answers with an empty context while a candidate fits the budget.
+    packer never answers with an empty context while a candidate fits the budget. With
+    ``cost_exponent`` the choice is by probability / tokens**exponent.
     """
     costs = np.maximum(np.asarray(costs, dtype=np.int64), 1)
     available = np.asarray(selectable, dtype=bool).copy()
@@ -143,7 +145,8 @@ def sequential_select(
         if not fits.any():
             return chosen, "budget"
         current = np.where(fits, probabilities(), -np.inf)
-        best = int(np.argmax(current))
+        worth = current if not cost_exponent else current / costs**cost_exponent
+        best = int(np.argmax(worth))
         if chosen and current[best] < min_probability:
             return chosen, "sufficient"
         chosen.append(best)

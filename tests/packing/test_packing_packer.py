@@ -73,7 +73,7 @@ def pack(candidates: list[Candidate], question: str = QUESTION, budget=None, **c
     """Packs with the hand-set mix and no gap filling unless told otherwise: these tests pin
     the cutoff's semantics on tiny inputs; the learned scorer has its own tests
     (test_packing_scorer.py) and runs in the budget properties."""
-    config = {"scorer": "hand", "span_fill": 0, **config}
+    config = {"scorer": "hand", "span_fill": 0, "token_cost_exponent": 0.0, **config}
     ctx = QueryContext(question, COUNTER, embedder=EMBEDDER)
     return ContextPacker(**config).run(ctx, candidates, budget)
 
