@@ -154,11 +154,12 @@ class EmbeddingCache:
             )
 
     def __len__(self) -> int:
-        return len(self._store.store)
+        """Stored vectors (0 for a cache that could not be opened)."""
+        return self._store.run(len, 0)
 
     def volume(self) -> int:
-        """Bytes used on disk."""
-        return int(self._store.store.volume())
+        """Bytes used on disk (0 for a cache that could not be opened)."""
+        return int(self._store.run(lambda store: store.volume(), 0))
 
     def close(self) -> None:
         self._store.close()
@@ -191,6 +192,9 @@ class CachedEmbedder:
         self.hits = 0
         self.misses = 0
         self.model_calls = 0
+        #: the width the caller needs (a loaded index's), used to reject damaged cached rows
+        #: while the model's own width is not known without loading it
+        self.expected_dimension: int | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -254,8 +258,10 @@ class CachedEmbedder:
         Embedders whose ``dimension`` loads a model expose ``known_dimension`` instead.
         """
         if hasattr(type(self.embedder), "known_dimension"):
-            return self.embedder.known_dimension  # type: ignore[attr-defined]
-        return self.embedder.dimension
+            known = self.embedder.known_dimension  # type: ignore[attr-defined]
+        else:
+            known = self.embedder.dimension
+        return known if known is not None else self.expected_dimension
 
     def _cached_rows(self, fingerprint: str, kind: str, unique: list[str]) -> list[Any]:
         """Cached rows; ``None`` for misses and damaged entries.
