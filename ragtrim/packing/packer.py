@@ -36,6 +36,9 @@ from ragtrim.packing.templates import (
     MESSAGE_OVERHEAD,
     REPLY_OVERHEAD,
     Templates,
+    header_field,
+    neutralise_lines,
+    reserved_lines,
     validate_passage_header,
     validate_prompt_template,
     validate_system_message,
@@ -488,8 +491,9 @@ class ContextPacker(Stage):
 
     # ------------------------------------------------------------------ rendering
     def _header(self, number: int, unit: _Unit) -> str:
+        title, doc_id = header_field(unit.title), header_field(unit.doc_id)  # one line each
         return self.config.passage_header.format(
-            n=number, source=unit.title or unit.doc_id, title=unit.title, doc_id=unit.doc_id
+            n=number, source=title or doc_id, title=title, doc_id=doc_id
         )
 
     def _render(
@@ -525,9 +529,12 @@ class ContextPacker(Stage):
     def render_naive(self, candidates: list[Candidate]) -> str:
         """Whole chunks, one passage each, in rank order: what plain top-k concatenation sends."""
         blocks = []
+        cfg = self.config
+        reserved = reserved_lines(cfg.passage_header, (cfg.prompt_template, cfg.user_message))
         for number, candidate in enumerate(candidates, start=1):
             unit = _Unit(0, candidate.chunk.doc_id, candidate.chunk.title, 0, 0, "")
-            blocks.append(f"{self._header(number, unit)}\n{candidate.chunk.text}")
+            text = neutralise_lines(candidate.chunk.text, reserved)
+            blocks.append(f"{self._header(number, unit)}\n{text}")
         return "\n\n".join(blocks)
 
     def _drops(self, units, coverage, chosen, eligible, candidates) -> list[Drop]:
