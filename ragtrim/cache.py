@@ -128,7 +128,7 @@ class RetrievalCache:
 
     def set(self, key: str, candidates: list[Candidate], extra: Mapping[str, Any]) -> None:
         payload = {"candidates": [c.to_dict() for c in candidates], "extra": dict(extra)}
-        text = json.dumps(payload, ensure_ascii=False)
+        text = json.dumps(payload)  # ASCII: lone surrogates in texts survive SQLite
         self._store.run(lambda cache: cache.set(key, text, expire=self.ttl, retry=True), None)
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -29,6 +30,10 @@ from ragtrim.embedding.models import as_text_list, check_kind
 from ragtrim.errors import InputError
 
 logger = logging.getLogger(__name__)
+
+#: a lone surrogate (text that is not valid Unicode): tokenizers reject it, so the model sees
+#: U+FFFD in its place; cache keys still hash the exact text
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 #: vectors are stored little-endian so a cache directory is portable between machines
 _STORED_DTYPE = np.dtype("<f4")
@@ -295,7 +300,8 @@ class CachedEmbedder:
         Returns the row width.
         """
         texts = [unique[i] for i in indices]
-        fresh = np.asarray(self.embedder.embed(texts, kind=kind), dtype=np.float32)
+        model_texts = [_SURROGATE.sub("\ufffd", text) for text in texts]
+        fresh = np.asarray(self.embedder.embed(model_texts, kind=kind), dtype=np.float32)
         if fresh.ndim != 2 or fresh.shape[0] != len(texts):
             raise InputError(
                 f"embedder {fingerprint!r} returned shape {fresh.shape} for {len(texts)} texts"

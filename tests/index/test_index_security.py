@@ -132,3 +132,19 @@ def test_data_files_must_stay_inside_the_data_folder(saved: Path, tmp_path: Path
     (data / "chunks.jsonl").symlink_to(outside)
     with pytest.raises(IndexStoreError, match="'chunks.jsonl' lies outside the data folder"):
         read_index_dir(saved)
+
+
+def test_the_cli_names_the_switch_for_a_previous_version_index(saved: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ragtrim.cli import app
+
+    def as_format_1(manifest: dict) -> None:
+        manifest.pop(CHECKSUM_FIELD)
+        manifest["format_version"] = 1
+
+    rewrite(saved, as_format_1, seal=False)
+    runner = CliRunner()
+    refused = runner.invoke(app, ["query", LONDON, "--index", str(saved)])
+    assert refused.exit_code == 2
+    assert "--allow-unchecked-manifest" in refused.stderr and len(refused.stderr.splitlines()) == 1
