@@ -274,7 +274,7 @@ class HybridIndex:
             if progress:
                 progress(task, min(start + _EMBED_BLOCK, len(texts)), len(texts))
         if not blocks:
-            return np.zeros((0, dimension or embedder.dimension), dtype=np.float32)
+            return np.zeros((0, dimension or embedder.dimension or 0), dtype=np.float32)
         return np.vstack(blocks).astype(np.float32, copy=False)
 
     def _append(self, docs, chunks, owners, token_lists, vectors, sentence_vectors) -> None:
