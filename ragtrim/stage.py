@@ -52,8 +52,8 @@ def describe_validation_error(exc: ValidationError, where: str, model: type[Base
             lines.append(f"{location}: unknown parameter; valid parameters: {valid}")
         elif error["type"] == "value_error" and "error" in error.get("ctx", {}):
             given = error.get("input")
-            shown = repr(given) if not isinstance(given, Mapping) else "{...}"
-            lines.append(f"{location}: {error['ctx']['error']} (got {shown[:80]})")
+            shown = "" if isinstance(given, Mapping) else f" (got {given!r:.80})"
+            lines.append(f"{location}: {error['ctx']['error']}{shown}")
         else:
             given = error.get("input")
             shown = repr(given) if not isinstance(given, Mapping) else "{...}"

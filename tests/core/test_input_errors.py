@@ -318,3 +318,11 @@ def test_every_probe_input_is_a_ragtrim_error(tmp_path: Path) -> None:
     for call in calls:
         with pytest.raises(RagtrimError):
             call()
+
+
+def test_two_zero_fusion_weights_are_a_config_error() -> None:
+    """Found by the fuzz suite: 0/0 fused scores are NaN and the context came back empty."""
+    with pytest.raises(ConfigError, match="both 0 in hybrid mode"):
+        HybridRetriever(bm25_weight=0, dense_weight=0)
+    assert HybridRetriever(mode="dense", bm25_weight=0, dense_weight=0).config.mode == "dense"
+    assert HybridRetriever(bm25_weight=0, dense_weight=1).config.bm25_weight == 0

@@ -75,9 +75,22 @@ metadata = st.dictionaries(
     st.one_of(scalars, st.lists(scalars, max_size=3), st.dictionaries(st.just("name"), scalars)),
     max_size=4,
 )
+
+
+def mostly(valid: st.SearchStrategy, odd: st.SearchStrategy) -> st.SearchStrategy:
+    """Valid values nine times in ten: enough odd ones to probe every error, and enough fully
+    valid configs (which combine several of these) to reach the packer."""
+    # (one_of(valid, valid, ..., odd) would not do: hypothesis merges equal branches)
+    return st.integers(0, 9).flatmap(lambda i: odd if i == 0 else valid)
+
+
+queries = mostly(
+    st.sampled_from(["What is the hotel cap in London?", "relay retention", "beacon alert"]),
+    texts,
+) | st.tuples(st.sampled_from(["hotel cap ", "relay "]), texts).map("".join)
 documents = st.lists(
     st.fixed_dictionaries(
-        {"id": st.one_of(st.sampled_from(["a", "b", "c", "d"]), texts), "text": texts},
+        {"id": mostly(st.sampled_from(["a", "b", "c", "d"]), texts), "text": texts},
         optional={"metadata": metadata},
     ),
     max_size=6,
@@ -112,21 +125,20 @@ filters = st.recursive(
     ),
     max_leaves=8,
 )
-budgets = st.one_of(
-    st.none(),
-    st.integers(-5, 3000),
-    st.sampled_from([True, 1.5, math.nan, "100", 10**12]),
+budgets = mostly(
+    st.one_of(st.none(), st.integers(40, 3000)),
+    st.one_of(st.integers(-5, 40), st.sampled_from([True, 1.5, math.nan, "100", 10**12])),
 )
-weights = st.one_of(
+weights = mostly(
     st.floats(min_value=0, max_value=5), st.sampled_from([math.inf, math.nan, 1e308, -1.0, 0.0])
 )
 packer_params = st.fixed_dictionaries(
     {},
     optional={
-        "granularity": st.sampled_from(["sentence", "chunk", "word"]),
+        "granularity": mostly(st.sampled_from(["sentence", "chunk"]), st.just("word")),
         "selection": st.sampled_from(["greedy", "knapsack"]),
         "budget_scope": st.sampled_from(["prompt", "context"]),
-        "relative_threshold": st.floats(-0.5, 1.5),
+        "relative_threshold": mostly(st.floats(0, 1), st.floats(-0.5, 1.5)),
         "dense_weight": weights,
         "lexical_weight": weights,
         "chunk_weight": weights,
@@ -134,6 +146,43 @@ packer_params = st.fixed_dictionaries(
         "keep_first_sentence": st.booleans(),
         "ordering": st.sampled_from(["score", "document", "edges"]),
         "overlong": st.sampled_from(["truncate", "drop"]),
-        "passage_header": st.sampled_from(["[{n}] {source}", "{n}. {title}", "{title}", "{n"]),
+        "passage_header": mostly(
+            st.sampled_from(["[{n}] {source}", "{n}. {title}", "Source {n}: {doc_id}"]),
+            st.sampled_from(["{title}", "{n", "{n} {bogus}"]),
+        ),
     },
+)
+retriever_params = st.fixed_dictionaries(
+    {},
+    optional={
+        "mode": mostly(st.sampled_from(["hybrid", "bm25", "dense"]), st.just("sparse")),
+        "top_k": mostly(st.integers(1, 60), st.integers(-1, 0)),
+        "bm25_top_k": mostly(st.integers(1, 60), st.just(0)),
+        "bm25_weight": weights,
+        "dense_weight": weights,
+        "rrf_k": mostly(st.floats(0.5, 100), st.floats(-1, 0)),
+    },
+)
+reranker_params = st.fixed_dictionaries(
+    {},
+    optional={
+        "depth": mostly(st.integers(1, 60), st.just(0)),
+        "top_sentences": mostly(st.integers(1, 4), st.just(0)),
+        "sentence_weight": weights,
+        "retrieval_weight": weights,
+    },
+)
+dedup_params = st.fixed_dictionaries(
+    {},
+    optional={
+        "jaccard_threshold": mostly(st.floats(0.01, 1), st.floats(-0.5, 1.5)),
+        "semantic_threshold": mostly(st.floats(0.01, 1), st.floats(-0.5, 1.5)),
+        "near_method": st.sampled_from(["exact", "minhash"]),
+        "num_perm": mostly(st.integers(1, 64), st.just(0)),
+        "mmr_lambda": mostly(st.one_of(st.none(), st.floats(0, 1)), st.floats(-0.5, 1.5)),
+        "shingle_size": mostly(st.integers(1, 5), st.just(0)),
+    },
+)
+filter_params = st.fixed_dictionaries(
+    {}, optional={"base_filter": mostly(st.sampled_from([{"product": "travel"}, {}]), filters)}
 )

@@ -15,12 +15,16 @@ import pytest
 from fuzz_support import (
     FUZZ,
     budgets,
+    dedup_params,
     documents,
+    filter_params,
     filters,
     packer_params,
-    texts,
+    queries,
+    reranker_params,
+    retriever_params,
 )
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from pipeline_support import DOCS, hash_embedder, tiny_config
 
@@ -33,10 +37,10 @@ from ragtrim.types import TrimResult
 COUNTER = get_counter("o200k_base")
 
 
-def config_for(cache_dir: Path, packer: dict[str, Any] | None = None) -> dict[str, Any]:
+def config_for(cache_dir: Path, **stages: dict[str, Any]) -> dict[str, Any]:
     config = tiny_config(None, cache_dir, embeddings=False, retrieval=False)
-    if packer:
-        config["stages"]["packer"]["init_parameters"].update(packer)
+    for slot, params in stages.items():
+        config["stages"][slot]["init_parameters"].update(params)
     return config
 
 
@@ -75,7 +79,7 @@ def attempt(call) -> TrimResult | None:
 
 
 @FUZZ
-@given(query=texts, flt=filters, budget=budgets)
+@given(query=queries, flt=filters, budget=budgets)
 def test_run_on_an_index(pipe: Pipeline, query: str, flt: Any, budget: Any) -> None:
     result = attempt(lambda: pipe.run(query, filters=flt, budget=budget))
     if result is not None:
@@ -83,7 +87,7 @@ def test_run_on_an_index(pipe: Pipeline, query: str, flt: Any, budget: Any) -> N
 
 
 @FUZZ
-@given(query=texts, docs=documents, budget=budgets, scores=st.booleans())
+@given(query=queries, docs=documents, budget=budgets, scores=st.booleans())
 def test_trim_of_arbitrary_documents(
     pipe: Pipeline, query: str, docs: list[dict[str, Any]], budget: Any, scores: bool
 ) -> None:
@@ -96,7 +100,7 @@ def test_trim_of_arbitrary_documents(
 
 
 @settings(FUZZ, max_examples=max(FUZZ.max_examples // 2, 10))
-@given(params=packer_params, docs=documents, query=texts, budget=budgets)
+@given(params=packer_params, docs=documents, query=queries, budget=budgets)
 def test_arbitrary_packer_configs(
     tmp_path_factory: pytest.TempPathFactory,
     params: dict[str, Any],
@@ -106,13 +110,15 @@ def test_arbitrary_packer_configs(
 ) -> None:
     try:
         built = Pipeline(
-            config_for(tmp_path_factory.getbasetemp() / "fuzz-configs", params),
+            config_for(tmp_path_factory.getbasetemp() / "fuzz-configs", packer=params),
             embedder=hash_embedder(),
             counter=COUNTER,
         )
     except RagtrimError:
+        event("config rejected")
         return
     result = attempt(lambda: built.trim(query, documents=docs, budget=budget))
+    event("result" if result is not None else "RagtrimError")
     if result is not None:
         check(result, built, budget)
 
@@ -130,3 +136,43 @@ def test_ingest_then_query(tmp_path_factory: pytest.TempPathFactory, docs: list[
     result = attempt(lambda: built.run("hotel cap London", budget=300))
     if result is not None:
         check(result, built, 300)
+
+
+@settings(FUZZ, max_examples=max(FUZZ.max_examples // 2, 10))
+@given(
+    retriever=retriever_params,
+    reranker=reranker_params,
+    dedup=dedup_params,
+    flt=filter_params,
+    query=queries,
+    budget=budgets,
+)
+def test_arbitrary_query_stage_configs(
+    tmp_path_factory: pytest.TempPathFactory,
+    retriever: dict[str, Any],
+    reranker: dict[str, Any],
+    dedup: dict[str, Any],
+    flt: dict[str, Any],
+    query: str,
+    budget: Any,
+) -> None:
+    try:
+        built = Pipeline(
+            config_for(
+                tmp_path_factory.getbasetemp() / "fuzz-stages",
+                retriever=retriever,
+                reranker=reranker,
+                dedup=dedup,
+                filter=flt,
+            ),
+            embedder=hash_embedder(),
+            counter=COUNTER,
+        )
+    except RagtrimError:
+        event("config rejected")
+        return
+    built.ingest(DOCS)
+    result = attempt(lambda: built.run(query, budget=budget))
+    event("result" if result is not None else "RagtrimError")
+    if result is not None:
+        check(result, built, budget)
