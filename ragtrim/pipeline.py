@@ -368,9 +368,12 @@ class Pipeline:
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> None:
         """Write the index and config atomically (see ``ragtrim.index.persistence``)."""
+        config = self.to_config()
+        # where this machine keeps its caches is not part of an index (and never read back)
+        config["cache"]["directory"] = None
         manifest = {
             "ragtrim_version": __version__,
-            "config": self.to_config(),
+            "config": config,
             "embedding_model": self.embedder.fingerprint,
             "encoding": self.counter.name,
             **self.index.manifest_entry(),

@@ -194,6 +194,18 @@ def test_a_bad_settings_row_is_moved_aside_not_obeyed(
     assert any(str(cache_dir / "retrieval") in r.getMessage() for r in caplog.records)
 
 
+def test_a_database_that_is_a_symlink_is_moved_aside_and_its_target_kept(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cache"
+    expected = answer(build(tmp_path / "prepared"))
+    (cache_dir / "retrieval").mkdir(parents=True)
+    target = tmp_path / "prepared" / "retrieval" / "cache.db"
+    before = target.read_bytes()
+    (cache_dir / "retrieval" / "cache.db").symlink_to(target)
+    assert answer(build(cache_dir)) == expected
+    assert len(list(cache_dir.glob("retrieval.corrupt-*"))) == 1
+    assert target.read_bytes() == before
+
+
 def test_a_database_that_is_a_directory_is_moved_aside(tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
     (cache_dir / "retrieval" / "cache.db").mkdir(parents=True)

@@ -53,6 +53,12 @@ def test_an_index_cannot_choose_the_cache_directory(
     assert Pipeline.load(saved, mine, embedder=hash_embedder()).cache_dir == tmp_path / "mine"
 
 
+def test_a_save_does_not_record_the_cache_directory(saved: Path) -> None:
+    manifest = json.loads((saved / "manifest.json").read_text())
+    assert manifest["config"]["cache"]["directory"] is None
+    assert "own-cache" not in (saved / "manifest.json").read_text()
+
+
 def test_the_budget_flip_of_the_issue_is_detected(saved: Path) -> None:
     path = saved / "manifest.json"
     text = path.read_text()
