@@ -67,13 +67,39 @@ class _Store:
         self.cache.close()
 
 
+class ScoreStore:
+    """Model scores (the cross-encoder's) on disk, as plain floats: a ``get``/``set`` mapping
+    whose failures cost a miss or a dropped write, like the query caches."""
+
+    def __init__(self, directory: Path) -> None:
+        self._store = _Store(Path(directory), "rerank score")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self._store.run(lambda cache: cache.get(key, default, retry=True), default)
+        return value if isinstance(value, float) else default
+
+    def set(self, key: str, value: Any) -> None:
+        score = float(value)
+        self._store.run(lambda cache: cache.set(key, score, retry=True), None)
+
+    def close(self) -> None:
+        self._store.close()
+
+
 def normalise_query(query: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", query).casefold().split())
 
 
 def cache_key(*parts: Any) -> str:
-    payload = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    """SHA-256 of the parts' canonical JSON; only JSON types are accepted.
+
+    There is deliberately no ``default=str``: it made ``numpy.int64(3)`` and ``"3"`` one key.
+    Callers pass canonical forms (a parsed filter's ``canonical``, stage configs dumped as
+    JSON); anything else is a ``TypeError``. Lone surrogates are escaped (``ensure_ascii``), so
+    any ``str`` can be part of a key.
+    """
+    payload = json.dumps(parts, sort_keys=True, ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(payload.encode("ascii")).hexdigest()
 
 
 class RetrievalCache:
@@ -102,7 +128,7 @@ class RetrievalCache:
 
     def set(self, key: str, candidates: list[Candidate], extra: Mapping[str, Any]) -> None:
         payload = {"candidates": [c.to_dict() for c in candidates], "extra": dict(extra)}
-        text = json.dumps(payload, ensure_ascii=False)
+        text = json.dumps(payload)  # ASCII: lone surrogates in texts survive SQLite
         self._store.run(lambda cache: cache.set(key, text, expire=self.ttl, retry=True), None)
 
     def close(self) -> None:

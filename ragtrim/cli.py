@@ -41,6 +41,17 @@ def _fail(message: object) -> None:
 class _UserErrorsAsOneLine(TyperGroup):
     """Turn user errors raised by any command into one stderr line and exit status 2."""
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        """Options of ``ragtrim`` itself (``ragtrim --bogus``) are parsed here, before any
+        command runs: their errors are one line too, not typer's panel."""
+        try:
+            return super().parse_args(ctx, args)
+        except getattr(_click_errors, "NoArgsIsHelpError", ()):
+            raise
+        except _click_errors.UsageError as exc:
+            _fail(f"{exc.format_message()} (see 'ragtrim --help')")
+            raise  # unreachable: _fail exits
+
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
@@ -51,6 +62,8 @@ class _UserErrorsAsOneLine(TyperGroup):
             _fail(f"{exc.format_message()} (see '{where} --help')")
         except (RagtrimError, OSError) as exc:
             _fail(exc)
+        except RecursionError:
+            _fail("input nested too deeply to process")
 
 
 def _json_default(value: Any) -> Any:
@@ -92,11 +105,17 @@ def _progress(enabled: bool = True):
         yield update
 
 
-def _pipeline_for(index: Path, config: Path | None):
+_UNCHECKED_HELP = (
+    "load an index saved by a ragtrim whose manifests had no checksum (trust it first); "
+    "saving it again upgrades it"
+)
+
+
+def _pipeline_for(index: Path, config: Path | None, allow_unchecked_manifest: bool = False):
     from ragtrim.pipeline import Pipeline
 
     if (index / "manifest.json").exists():
-        return Pipeline.load(index, config)
+        return Pipeline.load(index, config, allow_unchecked_manifest=allow_unchecked_manifest)
     return Pipeline.from_config(config) if config else Pipeline.default()
 
 
@@ -110,16 +129,25 @@ def ingest(
         Path | None, typer.Option("--config", help="pipeline config (YAML/JSON)")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    follow_symlinks: Annotated[
+        bool,
+        typer.Option(
+            "--follow-symlinks", help="also ingest symlinked files that point outside the folder"
+        ),
+    ] = False,
+    allow_unchecked_manifest: Annotated[
+        bool, typer.Option("--allow-unchecked-manifest", help=_UNCHECKED_HELP)
+    ] = False,
 ) -> None:
     """Chunk, embed and index documents; re-ingesting unchanged documents costs nothing."""
     from ragtrim.loaders import load_documents
 
     started = time.perf_counter()
-    loaded = load_documents(paths)
+    loaded = load_documents(paths, follow_symlinks=follow_symlinks)
     for problem in loaded.problems:
         line = f"[yellow]skipped:[/yellow] {escape(problem)}"
         console.print(line, highlight=False, soft_wrap=True)
-    pipe = _pipeline_for(index, config)
+    pipe = _pipeline_for(index, config, allow_unchecked_manifest)
     with _progress(not as_json) as progress:
         stats = pipe.ingest(loaded.documents, progress=progress)
     pipe.save(index)
@@ -164,19 +192,26 @@ def query(
     as_json: Annotated[
         bool, typer.Option("--json", help="print the whole TrimResult as JSON")
     ] = False,
+    allow_unchecked_manifest: Annotated[
+        bool, typer.Option("--allow-unchecked-manifest", help=_UNCHECKED_HELP)
+    ] = False,
 ) -> None:
     """Print the trimmed prompt for a question (or the whole result with --json)."""
+    from ragtrim.filtering.language import MAX_FILTER_DEPTH, parse_filter
     from ragtrim.pipeline import Pipeline
 
     if not (index / "manifest.json").exists():
         _fail(f"{index}: no index here; run 'ragtrim ingest ... --index {index}' first")
-    parsed = None
+    parsed: Any = None
     if filters:
         try:
             parsed = json.loads(filters)
         except ValueError as exc:
             _fail(f"--filters: not valid JSON ({exc})")
-    pipe = Pipeline.load(index, config)
+        except RecursionError:
+            _fail(f"--filters: nested too deeply (at most {MAX_FILTER_DEPTH} levels)")
+        parse_filter(parsed)  # a bad filter fails before the index is loaded
+    pipe = Pipeline.load(index, config, allow_unchecked_manifest=allow_unchecked_manifest)
     result = pipe.run(question, task_type=task_type, filters=parsed, budget=budget)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), ensure_ascii=False, default=_json_default))
@@ -209,6 +244,9 @@ def bench(
 ) -> None:
     """Tokens vs answer quality: baselines and ragtrim systems on one data set."""
     from ragtrim.bench.runner import run_benchmark
+
+    if limit is not None and limit < 1:
+        _fail(f"--limit: expected a whole number >= 1, got {limit}")
 
     with _progress() as progress:
         summary = run_benchmark(
@@ -266,8 +304,9 @@ def tune(
     ] = False,
 ) -> None:
     """Find the cheapest profile per task type that keeps quality, and write it into a config."""
-    from ragtrim.bench.tune import load_search, tune_profiles
+    from ragtrim.bench.tune import check_tune_arguments, load_search, tune_profiles
 
+    check_tune_arguments(target, prior_queries, limit)
     grid = load_search(search) if search else None
     with _progress() as progress:
         summary = tune_profiles(

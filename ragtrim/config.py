@@ -28,7 +28,7 @@ QUERY_SLOTS = ("filter", "retriever", "reranker", "dedup")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class TokenizerSettings(_Strict):
@@ -119,6 +119,49 @@ class PipelineConfig(_Strict):
         return profiles
 
 
+#: a config is a small tree: deeper nesting or more values (YAML aliases expand: a 500-byte
+#: "billion laughs" is billions of values) is rejected before anything walks it
+MAX_CONFIG_DEPTH = 32
+MAX_CONFIG_VALUES = 100_000
+
+
+def check_config_shape(data: Any, where: str) -> None:
+    """Raise ``ConfigError`` if ``data`` nests deeper than ``MAX_CONFIG_DEPTH``, would expand
+    (aliases counted at every use) to more than ``MAX_CONFIG_VALUES`` values, or contains
+    itself. Iterative, and linear in the *distinct* nodes, so the check itself cannot blow up.
+    """
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[Any, int, bool]] = [(data, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        if not isinstance(node, (Mapping, list, tuple)):
+            continue
+        key = id(node)
+        children = list(node.values()) if isinstance(node, Mapping) else list(node)
+        if done:
+            on_path.discard(key)
+            sizes[key] = 1 + sum(
+                sizes.get(id(c), 1) if isinstance(c, (Mapping, list, tuple)) else 1
+                for c in children
+            )
+            if sizes[key] > MAX_CONFIG_VALUES:
+                raise ConfigError(
+                    f"{where}: expands to more than {MAX_CONFIG_VALUES} values (YAML aliases "
+                    "count at every use); a pipeline config is much smaller"
+                )
+            continue
+        if key in on_path:
+            raise ConfigError(f"{where}: a value contains itself (recursive YAML alias)")
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"{where}: nested more than {MAX_CONFIG_DEPTH} levels deep")
+        if key in sizes:
+            continue
+        on_path.add(key)
+        stack.append((node, depth, True))
+        stack.extend((child, depth + 1, False) for child in children)
+
+
 def load_config(source: str | Path | Mapping[str, Any]) -> PipelineConfig:
     """Read a config from a dict, or a ``.yaml``/``.yml``/``.json`` file."""
     if isinstance(source, Mapping):
@@ -131,14 +174,22 @@ def load_config(source: str | Path | Mapping[str, Any]) -> PipelineConfig:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
         try:
             data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
         except (yaml.YAMLError, ValueError) as exc:
             raise ConfigError(f"{path}: {_parse_problem(exc, path.suffix == '.json')}") from None
+        except RecursionError:
+            raise ConfigError(
+                f"{path}: nested too deeply to parse (a config nests at most "
+                f"{MAX_CONFIG_DEPTH} levels)"
+            ) from None
     if not isinstance(data, Mapping):
         raise ConfigError(
             f"{where}: expected a mapping at the top level, got {type(data).__name__}"
         )
+    check_config_shape(data, where)
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:

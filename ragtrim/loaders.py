@@ -119,12 +119,25 @@ def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def load_documents(paths: Iterable[str | Path]) -> LoadReport:
+def _leaves_root(file: Path, root: Path) -> Path | None:
+    """Where ``file`` really is, if a symlink (of the file or a folder on the way) takes it
+    outside ``root``; else ``None``."""
+    real = file.resolve()
+    base = root.resolve()
+    return None if real == base or base in real.parents else real
+
+
+def load_documents(paths: Iterable[str | Path], follow_symlinks: bool = False) -> LoadReport:
     """Documents from JSONL files, text/Markdown files and folders (recursively).
 
     Unreadable, binary, non-UTF-8 and malformed inputs are reported in ``problems`` by path
     (and line) and skipped; everything else is loaded. Hidden files and folders are ignored.
     A document id that occurs twice is an error naming both sources.
+
+    A symlink whose target lies outside the folder being ingested (for a file named directly:
+    outside the file's folder) is reported and skipped unless ``follow_symlinks``: a folder of
+    documents from elsewhere must not pull in ``/etc/passwd`` or a private key. Links that stay
+    inside the folder are followed.
     """
     report = LoadReport()
     for given in paths:
@@ -138,6 +151,13 @@ def load_documents(paths: Iterable[str | Path]) -> LoadReport:
             found = (p for p in path.rglob("*") if p.is_file() and not _hidden(p, root))
             files = sorted(p for p in found if p.suffix.lower() in TEXT_SUFFIXES | JSONL_SUFFIXES)
         for file in files:
+            target = None if follow_symlinks else _leaves_root(file, root)
+            if target is not None:
+                report.problems.append(
+                    f"{file}: symlink to {target}, outside {root}, skipped (follow_symlinks="
+                    "True / --follow-symlinks ingests it)"
+                )
+                continue
             if file.suffix.lower() in JSONL_SUFFIXES:
                 for document, source in iter_jsonl(file, report):
                     report.add(document, source)

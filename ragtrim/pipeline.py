@@ -7,21 +7,31 @@ retrieval) on candidates that an existing RAG app already retrieved.
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
+
 from ragtrim import __version__
-from ragtrim.cache import RetrievalCache, SemanticCache, cache_key, normalise_query, semantic_bucket
+from ragtrim.cache import (
+    RetrievalCache,
+    ScoreStore,
+    SemanticCache,
+    cache_key,
+    normalise_query,
+    semantic_bucket,
+)
 from ragtrim.cachedir import default_cache_dir
 from ragtrim.chunking.chunkers import StructureChunker
 from ragtrim.config import QUERY_SLOTS, SLOTS, PipelineConfig, StageSpec, dump_config, load_config
 from ragtrim.dedup.deduplicator import Deduplicator
-from ragtrim.diskcache_util import open_diskcache
 from ragtrim.embedding.cache import CachedEmbedder, EmbeddingCache
 from ragtrim.embedding.models import SentenceTransformerEmbedder
 from ragtrim.errors import ConfigError, IndexStoreError, InputError
+from ragtrim.filtering.language import parse_filter
 from ragtrim.filtering.stage import MetadataFilter
 from ragtrim.index.persistence import read_index_dir, write_index_dir
 from ragtrim.index.store import HybridIndex, IngestStats, Progress
@@ -120,7 +130,7 @@ class Pipeline:
             if s is not None and hasattr(s, "use_cache")
         ]
         if wanting and self.config.cache.rerank_scores:
-            scores = open_diskcache(self.cache_dir / "rerank", label="rerank score cache")
+            scores = ScoreStore(self.cache_dir / "rerank")
             for stage in wanting:
                 stage.use_cache(scores)  # type: ignore[attr-defined]
 
@@ -198,6 +208,7 @@ class Pipeline:
     ) -> TrimResult:
         """Retrieve, rerank, deduplicate and pack the minimum useful context for ``query``."""
         query = _check_query(query)
+        _check_filters(filters)
         profile_name, stages, notes = self.profile(task_type)
         report = Report(task_type=task_type, profile=profile_name, notes=notes)
         ctx = QueryContext(query, self.counter, task_type, filters, self.index, self.embedder)
@@ -218,15 +229,15 @@ class Pipeline:
     ) -> TrimResult:
         """Trim what another retriever already returned (ranked best first)."""
         query = _check_query(query)
-        if scores is not None and len(scores) != len(documents):
-            raise InputError(f"trim: {len(scores)} scores for {len(documents)} documents")
+        _check_filters(filters)
+        given = _check_scores(scores, documents)
         profile_name, stages, notes = self.profile(task_type)
         report = Report(task_type=task_type, profile=profile_name, notes=notes)
         ctx = QueryContext(query, self.counter, task_type, filters, None, self.embedder)
         candidates: list[Candidate] = []
         for rank, item in enumerate(documents):
             doc = Document.coerce(item, rank)
-            score = float(scores[rank]) if scores is not None else 1.0 / (rank + 1)
+            score = given[rank] if given is not None else 1.0 / (rank + 1)
             for chunk in self.chunk(doc):
                 candidates.append(Candidate(chunk, score, {"retriever": score}))
         packer: ContextPacker = stages["packer"]  # type: ignore[assignment]
@@ -267,8 +278,9 @@ class Pipeline:
         cache, semantic = self._retrieval_cache, self._semantic_cache
         if semantic is not None and ctx.task_type in self.config.cache.semantic_exclude_task_types:
             semantic = None
+        # the parsed filter's canonical JSON: typed (3 and "3" differ), keys sorted, validated
         bucket = cache_key(
-            ctx.filters,
+            parse_filter(ctx.filters).to_dict() if ctx.filters else None,
             profile_name,
             [s.to_dict() if s else None for s in (stages[k] for k in QUERY_SLOTS)],
             self.index.fingerprint,
@@ -359,9 +371,12 @@ class Pipeline:
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> None:
         """Write the index and config atomically (see ``ragtrim.index.persistence``)."""
+        config = self.to_config()
+        # where this machine keeps its caches is not part of an index (and never read back)
+        config["cache"]["directory"] = None
         manifest = {
             "ragtrim_version": __version__,
-            "config": self.to_config(),
+            "config": config,
             "embedding_model": self.embedder.fingerprint,
             "encoding": self.counter.name,
             **self.index.manifest_entry(),
@@ -373,11 +388,31 @@ class Pipeline:
         cls,
         directory: str | Path,
         config: PipelineConfig | Mapping[str, Any] | str | Path | None = None,
+        *,
+        allow_unchecked_manifest: bool = False,
         **overrides: Any,
     ) -> Pipeline:
-        manifest, data_dir = read_index_dir(Path(directory))
+        """Load a saved index; ``config`` (else the saved one, minus its cache location).
+
+        Everything in the folder is checked (manifest and data checksums). A folder saved by
+        ragtrim before manifests were checksummed loads only with
+        ``allow_unchecked_manifest=True``; save it again to upgrade it.
+        """
+        manifest, data_dir = read_index_dir(
+            Path(directory), allow_unchecked_manifest=allow_unchecked_manifest
+        )
+        for key in ("config", "index_config"):
+            if not isinstance(manifest.get(key), dict):
+                raise IndexStoreError(
+                    f"{Path(directory) / 'manifest.json'}: {key!r} is missing or not a mapping"
+                )
         if config is None:
-            config = manifest["config"]
+            try:
+                config = load_config(_without_cache_location(manifest["config"]))
+            except ConfigError as exc:
+                raise IndexStoreError(
+                    f"{Path(directory) / 'manifest.json'}: the saved config is invalid: {exc}"
+                ) from None
         pipeline = cls(
             load_config(config) if isinstance(config, (str, Path)) else config, **overrides
         )
@@ -393,7 +428,7 @@ class Pipeline:
             spec = pipeline.config.stages["embedder"]
             raise IndexStoreError(
                 f"{directory}: index was built with embedding model "
-                f"{manifest['config']['stages']['embedder']['init_parameters'].get('model')!r} "
+                f"{_saved_embedder_model(manifest)!r} "
                 f"({manifest.get('embedding_model')}), the pipeline's embedder is "
                 f"{spec.init_parameters.get('model') if spec else None!r} "
                 f"({pipeline.embedder.fingerprint}); re-ingest or use the same model"
@@ -403,7 +438,53 @@ class Pipeline:
                 f"{directory}: index config differs from the pipeline's index config; re-ingest"
             )
         pipeline.index = HybridIndex.read_files(data_dir, manifest)
+        if pipeline.index.dense is not None:
+            pipeline.embedder.expected_dimension = pipeline.index.dense.dimension
         return pipeline
+
+
+def _saved_embedder_model(manifest: Mapping[str, Any]) -> Any:
+    try:
+        return manifest["config"]["stages"]["embedder"]["init_parameters"].get("model")
+    except (KeyError, TypeError, AttributeError):
+        return None
+
+
+def _without_cache_location(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The saved config minus its cache directory.
+
+    An index folder may come from someone else: letting it choose where this process reads
+    caches would let its author point ragtrim at a cache they prepared. The cache location
+    comes from the caller (a ``config``, ``$RAGTRIM_CACHE_DIR``, the user cache dir), never
+    from the index.
+    """
+    cleaned = dict(config)
+    cache = cleaned.get("cache")
+    if isinstance(cache, Mapping):
+        cleaned["cache"] = {k: v for k, v in cache.items() if k != "directory"}
+    return cleaned
+
+
+def _check_filters(filters: Any) -> None:
+    """Validate the query's filter before any work (``FilterError`` names the place)."""
+    if filters is not None and (filters or not isinstance(filters, Mapping)):
+        parse_filter(filters)
+
+
+def _check_scores(scores: Any, documents: Sequence[Any]) -> list[float] | None:
+    """``trim``'s scores: one real number per document (a NaN is dropped by the packer)."""
+    if scores is None:
+        return None
+    if isinstance(scores, (str, bytes)) or not isinstance(scores, Sequence | np.ndarray):
+        raise InputError(f"trim: scores must be a sequence of numbers, got {type(scores).__name__}")
+    if len(scores) != len(documents):
+        raise InputError(f"trim: {len(scores)} scores for {len(documents)} documents")
+    checked = []
+    for i, value in enumerate(scores):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise InputError(f"trim: scores[{i}] must be a number, got {value!r}")
+        checked.append(float(value))
+    return checked
 
 
 def _check_query(query: Any) -> str:

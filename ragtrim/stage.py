@@ -12,17 +12,33 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from ragtrim.errors import ConfigError
 
 _REGISTRY: dict[str, type[Stage]] = {}
 
 
-class StageConfig(BaseModel):
-    """Base of every stage's config: unknown keys are errors, values are immutable."""
+#: the largest value a ``*_weight`` parameter may take. Weights are relative (they mix
+#: normalised scores); a weight of 1e308 overflows the mix to inf/NaN and empties the context.
+MAX_WEIGHT = 1e6
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+class StageConfig(BaseModel):
+    """Base of every stage's config: unknown keys are errors, values are immutable, numbers
+    are finite and weights (fields named ``*_weight``) at most :data:`MAX_WEIGHT`."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False
+    )
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _sane_weight(cls, value: Any, info: ValidationInfo) -> Any:
+        name = info.field_name or ""
+        if name.endswith("_weight") and isinstance(value, (int, float)) and value > MAX_WEIGHT:
+            raise ValueError(f"must be at most {MAX_WEIGHT:g} (weights are relative)")
+        return value
 
 
 def describe_validation_error(exc: ValidationError, where: str, model: type[BaseModel]) -> str:
@@ -34,6 +50,10 @@ def describe_validation_error(exc: ValidationError, where: str, model: type[Base
         if error["type"] == "extra_forbidden":
             valid = ", ".join(sorted(model.model_fields))
             lines.append(f"{location}: unknown parameter; valid parameters: {valid}")
+        elif error["type"] == "value_error" and "error" in error.get("ctx", {}):
+            given = error.get("input")
+            shown = "" if isinstance(given, Mapping) else f" (got {given!r:.80})"
+            lines.append(f"{location}: {error['ctx']['error']}{shown}")
         else:
             given = error.get("input")
             shown = repr(given) if not isinstance(given, Mapping) else "{...}"

@@ -415,6 +415,9 @@ class TokenCounter:
             ids = self._encoding.encode_ordinary(text)[:max_tokens]
             # a token may end inside a multi-byte character: drop the partial character
             prefix = self._encoding.decode_bytes(ids).decode("utf-8", errors="ignore")
+            # tiktoken reads a lone surrogate as one U+FFFD: take the characters themselves,
+            # so a truncated passage is still the document's text at its offsets
+            prefix = text[: len(prefix)]
             # re-tokenising a prefix can merge differently at its end; shrink until it fits
             while prefix and self.count(prefix) > max_tokens:
                 prefix = prefix[:-1]

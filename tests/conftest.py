@@ -25,6 +25,15 @@ def tiny_cross_encoder_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_cross_encoder(tmp_path_factory.mktemp("models") / "tiny-cross-encoder")
 
 
+@pytest.fixture(autouse=True)
+def _private_default_cache_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No test writes the user's cache: ``Pipeline.load`` takes no cache location from an
+    index, so loads without a config use the default cache directory."""
+    monkeypatch.setenv("RAGTRIM_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "default-cache"))
+
+
 @pytest.fixture
 def tmp_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point ``RAGTRIM_CACHE_DIR`` at a fresh directory for one test."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +29,7 @@ from ragtrim.bench.engine import (
     prepared,
     primary_metric,
 )
-from ragtrim.config import dump_config
+from ragtrim.config import check_config_shape, dump_config
 from ragtrim.errors import ConfigError
 
 #: what tuning searches: budget caps, how deep to retrieve, how strict the cutoff, unit size
@@ -46,12 +47,38 @@ DEFAULT_SEARCH = {
 PRIOR_QUERIES = 5.0
 
 
+def check_tune_arguments(target: Any, prior_queries: Any, limit: Any = None) -> None:
+    """Reject arguments that could only fail (or mislead) after the whole evaluation ran."""
+    if (
+        isinstance(target, bool)
+        or not isinstance(target, (int, float))
+        or not math.isfinite(target)
+        or not 0 < target <= 1
+    ):
+        raise ConfigError(
+            f"target: expected a number in (0, 1] (a share of the best observed quality), "
+            f"got {target!r}"
+        )
+    if (
+        isinstance(prior_queries, bool)
+        or not isinstance(prior_queries, (int, float))
+        or not math.isfinite(prior_queries)
+        or prior_queries < 0
+    ):
+        raise ConfigError(f"prior_queries: expected a finite number >= 0, got {prior_queries!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"limit: expected a whole number >= 1, got {limit!r}")
+
+
 def load_search(path: str | Path) -> dict[str, list[Any]]:
     """A search grid from YAML: ``{"slot.param": [values], ...}``."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read search grid: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: search grid nested too deeply to parse") from None
+    check_config_shape(data, str(path))
     if not isinstance(data, dict) or not all(isinstance(v, list) and v for v in data.values()):
         raise ConfigError(
             f"{path}: expected a mapping of 'slot.parameter' to non-empty lists of values"
@@ -247,6 +274,7 @@ def tune_profiles(
     refit_scorer: bool = False,
     progress: Progress | None = None,
 ) -> str:
+    check_tune_arguments(target, prior_queries, limit)
     dataset, pipe, metric, default, systems = _prepared(
         dataset_path, config, answerable_only, limit, seed, search, progress
     )

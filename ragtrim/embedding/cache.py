@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -29,6 +30,10 @@ from ragtrim.embedding.models import as_text_list, check_kind
 from ragtrim.errors import InputError
 
 logger = logging.getLogger(__name__)
+
+#: a lone surrogate (text that is not valid Unicode): tokenizers reject it, so the model sees
+#: U+FFFD in its place; cache keys still hash the exact text
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 #: vectors are stored little-endian so a cache directory is portable between machines
 _STORED_DTYPE = np.dtype("<f4")
@@ -154,11 +159,12 @@ class EmbeddingCache:
             )
 
     def __len__(self) -> int:
-        return len(self._store.store)
+        """Stored vectors (0 for a cache that could not be opened)."""
+        return self._store.run(len, 0)
 
     def volume(self) -> int:
-        """Bytes used on disk."""
-        return int(self._store.store.volume())
+        """Bytes used on disk (0 for a cache that could not be opened)."""
+        return int(self._store.run(lambda store: store.volume(), 0))
 
     def close(self) -> None:
         self._store.close()
@@ -191,6 +197,9 @@ class CachedEmbedder:
         self.hits = 0
         self.misses = 0
         self.model_calls = 0
+        #: the width the caller needs (a loaded index's), used to reject damaged cached rows
+        #: while the model's own width is not known without loading it
+        self.expected_dimension: int | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -254,8 +263,10 @@ class CachedEmbedder:
         Embedders whose ``dimension`` loads a model expose ``known_dimension`` instead.
         """
         if hasattr(type(self.embedder), "known_dimension"):
-            return self.embedder.known_dimension  # type: ignore[attr-defined]
-        return self.embedder.dimension
+            known = self.embedder.known_dimension  # type: ignore[attr-defined]
+        else:
+            known = self.embedder.dimension
+        return known if known is not None else self.expected_dimension
 
     def _cached_rows(self, fingerprint: str, kind: str, unique: list[str]) -> list[Any]:
         """Cached rows; ``None`` for misses and damaged entries.
@@ -289,7 +300,8 @@ class CachedEmbedder:
         Returns the row width.
         """
         texts = [unique[i] for i in indices]
-        fresh = np.asarray(self.embedder.embed(texts, kind=kind), dtype=np.float32)
+        model_texts = [_SURROGATE.sub("\ufffd", text) for text in texts]
+        fresh = np.asarray(self.embedder.embed(model_texts, kind=kind), dtype=np.float32)
         if fresh.ndim != 2 or fresh.shape[0] != len(texts):
             raise InputError(
                 f"embedder {fingerprint!r} returned shape {fresh.shape} for {len(texts)} texts"

@@ -63,6 +63,8 @@ import numpy as np
 from ragtrim.errors import FilterError
 
 COMBINATORS = ("$and", "$not", "$or")
+#: nesting of combinators a filter may have: deeper trees are an error, not a RecursionError
+MAX_FILTER_DEPTH = 32
 OPERATORS = ("$contains", "$eq", "$exists", "$gt", "$gte", "$in", "$lt", "$lte", "$ne", "$nin")
 _RANGE_OPERATORS = {
     "$gt": operator.gt,
@@ -501,15 +503,17 @@ def _string_keys(spec: Mapping[Any, Any], path: str) -> None:
             raise FilterError(_here(path), f"keys must be strings, got {key!r}")
 
 
-def _parse_mapping(spec: Any, path: str) -> _Node:
+def _parse_mapping(spec: Any, path: str, depth: int = 0) -> _Node:
     if not isinstance(spec, Mapping):
         raise FilterError(_here(path), f"expected a filter mapping, got {_describe(spec)}")
+    if depth > MAX_FILTER_DEPTH:
+        raise FilterError(_here(path), f"filter is nested more than {MAX_FILTER_DEPTH} levels deep")
     _string_keys(spec, path)
     children = []
     for key in sorted(spec):
         value = spec[key]
         if key.startswith("$"):
-            children.append(_parse_combinator(key, value, path))
+            children.append(_parse_combinator(key, value, path, depth))
         else:
             children.append(_parse_field(key, value, path))
     canonical = {key: node.canonical for key, node in zip(sorted(spec), children, strict=True)}
@@ -519,17 +523,17 @@ def _parse_mapping(spec: Any, path: str) -> _Node:
     return _conjunction(children, canonical)
 
 
-def _parse_combinator(key: str, value: Any, path: str) -> _Node:
+def _parse_combinator(key: str, value: Any, path: str, depth: int) -> _Node:
     here = _join(path, key)
     if key in ("$and", "$or"):
         if not _is_array(value) or not value:
             got = "an empty list" if _is_array(value) else _describe(value)
             raise FilterError(here, f"{key} expects a non-empty list of filters, got {got}")
-        children = [_parse_mapping(item, f"{here}[{i}]") for i, item in enumerate(value)]
+        children = [_parse_mapping(item, f"{here}[{i}]", depth + 1) for i, item in enumerate(value)]
         canonical = [child.canonical for child in children]
         return (_conjunction if key == "$and" else _disjunction)(children, canonical)
     if key == "$not":
-        child = _parse_mapping(value, here)
+        child = _parse_mapping(value, here, depth + 1)
         return _negation(child, child.canonical)
     if key in OPERATORS:
         raise FilterError(

@@ -41,7 +41,7 @@ _EMBED_BLOCK = 256
 class IndexConfig(BaseModel):
     """Build-time parameters of the index (changing them means re-ingesting)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     bm25_variant: Literal["lucene", "okapi", "bm25+"] = "lucene"
     bm25_k1: float = Field(1.2, gt=0)
@@ -274,7 +274,7 @@ class HybridIndex:
             if progress:
                 progress(task, min(start + _EMBED_BLOCK, len(texts)), len(texts))
         if not blocks:
-            return np.zeros((0, dimension or embedder.dimension), dtype=np.float32)
+            return np.zeros((0, dimension or embedder.dimension or 0), dtype=np.float32)
         return np.vstack(blocks).astype(np.float32, copy=False)
 
     def _append(self, docs, chunks, owners, token_lists, vectors, sentence_vectors) -> None:
@@ -443,6 +443,7 @@ class HybridIndex:
         switches the search to the masked path)."""
         if self.dense is None:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        self._check_width(vector)
         rows, scores = self.dense.search(vector, k, mask)
         order = np.lexsort((rows, -scores))
         return rows[order], scores[order]
@@ -450,7 +451,17 @@ class HybridIndex:
     def dense_scores_for(self, vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
         if self.dense is None:
             return np.zeros(len(rows), dtype=np.float32)
+        self._check_width(vector)
         return self.dense.vectors[rows] @ np.asarray(vector, dtype=np.float32)
+
+    def _check_width(self, vector: np.ndarray) -> None:
+        width = np.asarray(vector).size
+        if self.dense is not None and width != self.dense.dimension:
+            raise InputError(
+                f"query vector has {width} values but this index holds "
+                f"{self.dense.dimension}-dimensional vectors; is the embedder the one the "
+                "index was built with?"
+            )
 
     # ------------------------------------------------------------------ persistence
     def write_files(self, directory: Path) -> None:

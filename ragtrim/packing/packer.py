@@ -49,6 +49,7 @@ from ragtrim.packing.templates import (
     REPLY_OVERHEAD,
     Rendered,
     Templates,
+    reserved_lines,
     validate_passage_header,
     validate_prompt_template,
     validate_system_message,
@@ -156,6 +157,12 @@ class ContextPacker(Stage):
         super().__init__(**params)
         if self.config.scorer == "learned":
             load_scorer(self.config.scorer_path)  # a bad parameter file fails at construction
+
+    @property
+    def reserved(self):
+        """The line starts this packer's templates reserve (see ``templates.reserved_lines``)."""
+        cfg = self.config
+        return reserved_lines(cfg.passage_header, (cfg.prompt_template, cfg.user_message))
 
     @property
     def templates(self) -> Templates:
@@ -276,7 +283,9 @@ class ContextPacker(Stage):
             return fit_to_budget(
                 units,
                 picked,
-                lambda kept: render_passages(units, kept, usable, cfg.passage_header, cfg.ordering),
+                lambda kept: render_passages(
+                    units, kept, usable, cfg.passage_header, cfg.ordering, self.reserved
+                ),
                 lambda context: self._over_budget(ctx, budget, context, count),
             )
 
@@ -477,7 +486,7 @@ class ContextPacker(Stage):
     # ------------------------------------------------------------------ rendering
     def render_naive(self, candidates: list[Candidate]) -> str:
         """Whole chunks, one passage each, in rank order: what plain top-k concatenation sends."""
-        return render_naive(candidates, self.config.passage_header)
+        return render_naive(candidates, self.config.passage_header, self.reserved)
 
     def _drops(self, units, coverage, chosen, eligible, candidates) -> list[Drop]:
         chosen_set, eligible_set = set(chosen), set(int(i) for i in eligible)

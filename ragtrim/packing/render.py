@@ -8,6 +8,7 @@ document, best document first (or in document order, or best at both edges).
 
 from __future__ import annotations
 
+from ragtrim.packing.templates import ReservedLines, header_field, neutralise_lines
 from ragtrim.packing.units import Unit
 from ragtrim.types import Candidate, Passage, Span
 
@@ -15,6 +16,7 @@ ELLIPSIS = " … "
 
 
 def header(template: str, number: int, doc_id: str, title: str) -> str:
+    title, doc_id = header_field(title), header_field(doc_id)  # one line each
     return template.format(n=number, source=title or doc_id, title=title, doc_id=doc_id)
 
 
@@ -24,7 +26,11 @@ def render_passages(
     candidates: list[Candidate],
     header_template: str,
     ordering: str,
+    reserved: ReservedLines,
 ) -> tuple[str, list[Passage]]:
+    """The context and its source map; a line of document text that would start like a
+    reserved line (a passage header, ``Question:``) is quoted in the context only, so
+    ``Passage.text`` and its spans stay the document's verbatim text."""
     groups: dict[str, list[Unit]] = {}
     for i in chosen:
         groups.setdefault(units[i].doc_id, []).append(units[i])
@@ -37,7 +43,7 @@ def render_passages(
     for number, group in enumerate(ranked, start=1):
         text, spans = join_spans(sorted(group, key=lambda u: (u.start, -u.end)))
         head = header(header_template, number, group[0].doc_id, group[0].title)
-        blocks.append(f"{head}\n{text}")
+        blocks.append(f"{head}\n{neutralise_lines(text, reserved)}")
         chunk_ids = tuple(dict.fromkeys(candidates[u.candidate].id for u in group))
         passages.append(
             Passage(
@@ -53,10 +59,11 @@ def render_passages(
     return "\n\n".join(blocks), passages
 
 
-def render_naive(candidates: list[Candidate], header_template: str) -> str:
+def render_naive(candidates: list[Candidate], header_template: str, reserved: ReservedLines) -> str:
     """Whole chunks, one passage each, in rank order: what plain top-k concatenation sends."""
     return "\n\n".join(
-        f"{header(header_template, n, c.chunk.doc_id, c.chunk.title)}\n{c.chunk.text}"
+        f"{header(header_template, n, c.chunk.doc_id, c.chunk.title)}\n"
+        f"{neutralise_lines(c.chunk.text, reserved)}"
         for n, c in enumerate(candidates, start=1)
     )
 

@@ -8,6 +8,8 @@ instructions. A template's slots are ``{instructions}``, ``{context}`` and ``{qu
 
 from __future__ import annotations
 
+import functools
+import re
 import string
 from dataclasses import dataclass
 
@@ -90,6 +92,96 @@ def validate_passage_header(template: str, field_name: str) -> str:
     return template
 
 
+# ---------------------------------------------------------------------- prompt structure
+# Document titles, ids and text, and the question, are data: they must not be able to start a
+# line that the template reserves (a ``[n]`` passage header, ``Question:``, ``Answer:``,
+# ``Context:``...), or a document could forge passages or a question for the model.
+
+#: every character ``str.splitlines`` breaks on: what a model may read as a new line
+_LINE_BREAKS = re.compile(r"[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+#: other control characters (not tab), also blanked in a header
+_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1b\x1f\x7f-\x9f]")
+#: what starts a neutralised line: Markdown's quote marker, read as "quoted document text"
+QUOTE_PREFIX = "> "
+
+
+def header_field(value: str) -> str:
+    """``value`` on one line, for a passage header: line breaks and control characters become
+    spaces and runs of whitespace collapse, so a title cannot end the header line."""
+    flat = _CONTROLS.sub(" ", _LINE_BREAKS.sub(" ", value))
+    return " ".join(flat.split())
+
+
+@dataclass(frozen=True)
+class ReservedLines:
+    """What the template reserves at the start of a line: passage headers (the header
+    template's text up to and including ``{n}``, with any number) and the literal text that
+    starts a line of the prompt or user template (``Question:``, ``Answer:``, ``Context:``)."""
+
+    header: re.Pattern[str]
+    markers: tuple[str, ...]
+
+    def matches(self, line: str) -> bool:
+        bare = line.lstrip()
+        if not bare:
+            return False
+        if self.header.match(bare):
+            return True
+        folded = bare.casefold()
+        return any(folded.startswith(marker) for marker in self.markers)
+
+
+def _line_starts(template: str) -> list[str]:
+    """The literal text at the start of each line of ``template`` (before its first slot)."""
+    starts = []
+    for line in template.splitlines():
+        literal = []
+        for text, name, _, _ in string.Formatter().parse(line):
+            literal.append(text)
+            if name is not None:
+                break
+        start = "".join(literal).strip()
+        if start:
+            starts.append(start)
+    return starts
+
+
+@functools.lru_cache(maxsize=64)
+def reserved_lines(
+    passage_header: str = DEFAULT_PASSAGE_HEADER,
+    templates: tuple[str, ...] = (DEFAULT_PROMPT, DEFAULT_USER_MESSAGE),
+) -> ReservedLines:
+    """The reserved line starts of a packer's templates (computed once per set of templates)."""
+    before, after, seen_n = "", "", False
+    line = next((line for line in passage_header.splitlines() if "{n}" in line), passage_header)
+    for text, name, _, _ in string.Formatter().parse(line):
+        if seen_n:
+            after = text
+            break
+        before += text
+        seen_n = name == "n"
+    pattern = re.escape(before.lstrip()) + r"\d+" + re.escape(after.rstrip())
+    header = re.compile(pattern if before.strip() or after.strip() else r"\d+\b")
+    markers = {start.casefold() for template in templates for start in _line_starts(template)}
+    # the default markers always count: a custom template does not make them harmless
+    markers |= {"question:", "answer:", "context:"}
+    return ReservedLines(header, tuple(sorted(markers)))
+
+
+def neutralise_lines(text: str, reserved: ReservedLines | None = None) -> str:
+    """``text`` with every line that would start like a reserved line prefixed by
+    :data:`QUOTE_PREFIX`; every other character is kept as it is.
+
+    Only the rendered prompt changes: source maps (``Passage.text``, ``spans``) stay the
+    document's verbatim text at its offsets.
+    """
+    reserved = reserved or reserved_lines()
+    lines = text.splitlines(keepends=True)
+    if not any(reserved.matches(line) for line in lines):
+        return text
+    return "".join(QUOTE_PREFIX + line if reserved.matches(line) else line for line in lines)
+
+
 @dataclass(frozen=True)
 class Rendered:
     prompt: str
@@ -105,6 +197,9 @@ class Templates:
     instructions: str = DEFAULT_INSTRUCTIONS
 
     def render(self, context: str, question: str) -> Rendered:
+        """The prompt and messages. A question line that would start a reserved line (an
+        ``Answer:`` the user typed after a newline) is neutralised like passage text."""
+        question = neutralise_lines(question, reserved_lines(templates=(self.prompt, self.user)))
         values = {"instructions": self.instructions, "context": context, "question": question}
         prompt = self.prompt.format(**values)
         messages = [

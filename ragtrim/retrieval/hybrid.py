@@ -12,7 +12,7 @@ import time
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ragtrim.errors import ConfigError
 from ragtrim.query import QueryContext, StageOutput
@@ -35,6 +35,16 @@ class HybridRetriever(Stage):
         bm25_weight: float = Field(0.5, ge=0)
         dense_weight: float = Field(0.5, ge=0)
         rrf_k: float = Field(60.0, gt=0)
+
+        @model_validator(mode="after")
+        def _some_weight(self) -> HybridRetriever.Config:
+            """Two zero weights fuse every score to 0/0 = NaN: an empty context, silently."""
+            if self.mode == "hybrid" and self.bm25_weight + self.dense_weight <= 0:
+                raise ValueError(
+                    "bm25_weight and dense_weight are both 0 in hybrid mode; give one a positive "
+                    "weight, or use mode 'bm25' or 'dense'"
+                )
+            return self
 
     def run(self, ctx: QueryContext, candidates: list[Candidate]) -> StageOutput:
         index = ctx.index

@@ -144,3 +144,60 @@ def test_loaded_folders_ingest_filter_and_save(folder: Path, tmp_path: Path) -> 
     pipe.save(tmp_path / "index")
     loaded = Pipeline.load(tmp_path / "index", embedder=hash_embedder())
     assert loaded.index.document_metadata() == pipe.index.document_metadata()
+
+
+# ------------------------------------------------------------------ symlinks (issue 15, item 4)
+def _linked_folder(tmp_path: Path) -> tuple[Path, Path]:
+    secret = tmp_path / "outside" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("root:x:0:0:the secret line")
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "guide.md").write_text("# Guide\n\nA real document.")
+    (docs / "passwd.md").symlink_to(secret)
+    (docs / "sub" / "alias.md").symlink_to(docs / "guide.md")  # stays inside: followed
+    (docs / "outside-dir").symlink_to(secret.parent, target_is_directory=True)
+    (secret.parent / "more.md").write_text("also outside")
+    return docs, secret
+
+
+def test_symlinks_out_of_the_folder_are_skipped_by_default(tmp_path: Path) -> None:
+    docs, secret = _linked_folder(tmp_path)
+    report = load_documents([docs])
+    assert sorted(d.id for d in report.documents) == ["guide", "sub/alias"]
+    assert all("secret" not in d.text for d in report.documents)
+    skipped = [p for p in report.problems if "outside" in p]
+    assert any(p.startswith(f"{docs / 'passwd.md'}: symlink to {secret}") for p in skipped)
+    # a symlinked folder is not entered, or its files are skipped as outside (Python >= 3.13)
+    assert all("also outside" not in d.text for d in report.documents)
+    # a link named directly is held to its own folder
+    direct = load_documents([docs / "passwd.md"])
+    assert direct.documents == [] and "--follow-symlinks" in direct.problems[0]
+
+
+def test_following_symlinks_is_an_explicit_choice(tmp_path: Path) -> None:
+    docs, _ = _linked_folder(tmp_path)
+    report = load_documents([docs], follow_symlinks=True)
+    assert "passwd" in {d.id for d in report.documents}
+    assert any("the secret line" in d.text for d in report.documents)
+
+
+def test_the_cli_skips_links_out_and_follows_them_with_the_flag(
+    tmp_path: Path, tiny_embedder_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from ragtrim.cli import app
+
+    docs, _ = _linked_folder(tmp_path)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(tiny_config(tiny_embedder_path, tmp_path / "cache")))
+    runner = CliRunner()
+    base = ["ingest", str(docs), "--config", str(config), "--json"]
+    result = runner.invoke(app, [*base, "--index", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.stderr
+    assert f"skipped: {docs / 'passwd.md'}: symlink to" in " ".join(result.stderr.split())
+    assert json.loads(result.stdout)["documents"] == 2
+    result = runner.invoke(app, [*base, "--index", str(tmp_path / "b"), "--follow-symlinks"])
+    assert result.exit_code == 0, result.stderr
+    assert "symlink" not in result.stderr and json.loads(result.stdout)["documents"] > 2

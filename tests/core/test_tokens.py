@@ -104,3 +104,11 @@ def test_truncate_is_a_prefix_within_the_limit(text, limit):
     assert counter.count(prefix) <= limit
     if counter.count(text) <= limit:
         assert prefix == text
+
+
+def test_truncation_keeps_lone_surrogates_verbatim():
+    counter = get_counter()
+    text = "Relay keeps \ud800 data for seven days " * 20
+    prefix = counter.truncate(text, 12)
+    assert prefix and text.startswith(prefix)
+    assert "\ufffd" not in prefix and counter.count(prefix) <= 12

@@ -12,6 +12,7 @@ import pytest
 from pipeline_support import DOCS, hash_embedder, kestrel, tiny_config
 
 from ragtrim.errors import IndexStoreError
+from ragtrim.index.persistence import seal_manifest
 from ragtrim.index.sentence_terms import FOLDER, SentenceTerms
 from ragtrim.pipeline import Pipeline
 from ragtrim.query import QueryContext
@@ -98,7 +99,7 @@ def test_save_load_round_trip_and_rebuild_when_missing(pipe, tmp_path):
     manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
     shutil.rmtree(data / FOLDER)
     manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith(FOLDER)}
-    (tmp_path / "index" / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "index" / "manifest.json").write_text(json.dumps(seal_manifest(manifest)))
     rebuilt = Pipeline.load(tmp_path / "index", embedder=hash_embedder())
     assert_aligned(rebuilt.index)
     assert pack_all(rebuilt, rebuilt.index) == pack_all(pipe, pipe.index)
