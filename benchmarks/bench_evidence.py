@@ -92,7 +92,8 @@ def _evidence(query, context: str) -> float | None:
     return None if found is None else found[0]
 
 
-def _test_half(name: str):
+def _halves(name: str):
+    """The data set and its (tune, test) questions with their candidates and retrieval."""
     from ragtrim.bench.datasets import load_dataset
     from ragtrim.bench.tune import split_halves
 
@@ -105,7 +106,42 @@ def _test_half(name: str):
     _, test = split_halves(dataset, SEED)
     work = candidates_per_query(path, answerable_only, limit, with_retrieved=True)
     wanted = {q.id for q in test.queries}
-    return dataset, [w for w in work if w[0].id in wanted]
+    return (
+        dataset,
+        [w for w in work if w[0].id not in wanted],
+        [w for w in work if w[0].id in wanted],
+    )
+
+
+#: the default stop is chosen on the tune halves: these settings at the default budget
+DEFAULT_STOPS = (0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.06)
+
+
+def stop_choice(tune_work: list, metric: str) -> dict[str, dict]:
+    """Mean context tokens and quality per ``min_probability`` at the default budget, on the
+    tune half (how the default was chosen; never on test questions)."""
+    from ragtrim.packing.packer import ContextPacker
+    from ragtrim.types import Candidate
+
+    out = {}
+    for value in DEFAULT_STOPS:
+        packer = ContextPacker(min_probability=value)
+        rows = []
+        for query, ctx, candidates, _ in tune_work:
+            result = packer.run(
+                ctx, [Candidate(c.chunk, c.score, dict(c.scores)) for c in candidates]
+            )
+            rows.append(
+                {
+                    "tokens": result.context_tokens,
+                    "quality": _quality(
+                        query, result.context, [p.doc_id for p in result.passages], metric
+                    ),
+                    "evidence": None,
+                }
+            )
+        out[str(value)] = _points(rows)
+    return out
 
 
 def _points(rows: list[dict]) -> dict[str, Any]:
@@ -157,7 +193,7 @@ def evaluate_dataset(name: str) -> dict[str, Any]:
     from ragtrim.packing.packer import ContextPacker
     from ragtrim.types import Candidate
 
-    dataset, work = _test_half(name)
+    dataset, tune_work, work = _halves(name)
     metric = _metric(dataset)
     counter = work[0][1].counter
     task_types = sorted({w[0].task_type for w in work})
@@ -290,6 +326,7 @@ def evaluate_dataset(name: str) -> dict[str, Any]:
             "note": "timed inside the sweep on a shared machine; bench_latency.py is the figure",
         },
         "stops": stops,
+        "tune_half_default_stop": stop_choice(tune_work, metric),
     }
 
 
@@ -360,6 +397,24 @@ def render(result: dict[str, Any]) -> str:
             + " (default budget and stop).",
         ]
     lines += ["", "## The default packer", ""]
+    lines += [
+        "The default stop (`min_probability`) was chosen on the tune halves; mean context "
+        "tokens / quality at the default budget per setting:",
+        "",
+        "| data set | " + " | ".join(str(v) for v in DEFAULT_STOPS) + " |",
+        "|---" * (len(DEFAULT_STOPS) + 1) + "|",
+    ]
+    for name, data in result["datasets"].items():
+        cells = data["tune_half_default_stop"]
+        lines.append(
+            f"| {name} | "
+            + " | ".join(
+                f"{cells[str(v)]['tokens']:.0f} / {_fmt(cells[str(v)]['quality'])}"
+                for v in DEFAULT_STOPS
+            )
+            + " |"
+        )
+    lines.append("")
     lines += [
         "| data set | default: tokens / quality | naive top-k tokens at that quality "
         "| token ratio |",
