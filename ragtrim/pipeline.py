@@ -21,6 +21,7 @@ from ragtrim.dedup.deduplicator import Deduplicator
 from ragtrim.diskcache_util import open_diskcache
 from ragtrim.embedding.cache import CachedEmbedder, EmbeddingCache
 from ragtrim.embedding.models import SentenceTransformerEmbedder
+from ragtrim.embedding.onnx import OnnxEmbedder  # noqa: F401  (registers the stage)
 from ragtrim.errors import ConfigError, IndexStoreError, InputError
 from ragtrim.filtering.stage import MetadataFilter
 from ragtrim.index.persistence import read_index_dir, write_index_dir
