@@ -241,6 +241,7 @@ class OnnxEmbedder(Stage):
         self._sessions: dict[int | None, InferenceSession] = {}
         self._graph: Path | None = None
         self._tokenizer: Tokenizer | None = None
+        self._truncating: Tokenizer | None = None
         self._max_tokens: int | None = None
         self._lock = threading.Lock()
         #: how many texts were truncated to ``max_tokens`` by ``embed`` so far
@@ -327,6 +328,12 @@ class OnnxEmbedder(Stage):
         tokenizer = Tokenizer.from_file(str(layout.tokenizer_path))
         tokenizer.no_padding()
         tokenizer.no_truncation()
+        truncating = Tokenizer.from_file(str(layout.tokenizer_path))
+        truncating.no_padding()
+        if limit is not None:
+            # as transformers' truncation=True: content is cut, special tokens are kept
+            truncating.enable_truncation(max_length=limit)
+        self._truncating = truncating
         self._graph = self.graph()
         self._sessions[self.config.threads] = self._session(self.config.threads)
         self._max_tokens = limit
@@ -444,7 +451,14 @@ class OnnxEmbedder(Stage):
         encodings = tokenizer.encode_batch(inputs, add_special_tokens=True)
         lengths = [len(e.ids) for e in encodings]
         self._count_truncated(lengths)
-        limit = self._max_tokens or max(lengths)
+        limit = self._max_tokens
+        if limit is not None and max(lengths) > limit:
+            assert self._truncating is not None
+            over = [i for i, n in enumerate(lengths) if n > limit]
+            cut = self._truncating.encode_batch([inputs[i] for i in over], add_special_tokens=True)
+            for i, encoding in zip(over, cut, strict=True):
+                encodings[i] = encoding
+                lengths[i] = len(encoding.ids)
         session = self._session_for(len(inputs))
         wanted = {i.name for i in session.get_inputs()}
         output = _hidden_state_output(session, self._graph)
@@ -454,14 +468,14 @@ class OnnxEmbedder(Stage):
         order = sorted(range(len(inputs)), key=lambda i: -lengths[i])
         for start in range(0, len(order), self.config.batch_size):
             batch = order[start : start + self.config.batch_size]
-            width = min(max(lengths[i] for i in batch), limit)
+            width = max(lengths[i] for i in batch)
             ids = np.zeros((len(batch), width), dtype=np.int64)
             types = np.zeros((len(batch), width), dtype=np.int64)
             mask = np.zeros((len(batch), width), dtype=np.int64)
             for row, i in enumerate(batch):
-                encoding = encodings[i]
-                n = min(lengths[i], width)
-                ids[row, :n], types[row, :n] = _truncated(encoding, n)
+                n = lengths[i]
+                ids[row, :n] = encodings[i].ids
+                types[row, :n] = encodings[i].type_ids
                 mask[row, :n] = 1
             feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
             hidden = session.run([output], {k: v for k, v in feed.items() if k in wanted})[0]
@@ -501,23 +515,6 @@ def _hidden_state_output(session: InferenceSession, graph: Path | None) -> str:
         f"{graph}: no last_hidden_state output among {names}; OnnxEmbedder needs the "
         "transformer's token vectors"
     )
-
-
-def _truncated(encoding: Any, n: int) -> tuple[list[int], list[int]]:
-    """The first ``n`` ids and type ids, keeping the closing special token (``[SEP]``).
-
-    Matches the Hugging Face tokenizer's ``truncation=True``: content is cut, special tokens
-    are kept.
-    """
-    ids, types = encoding.ids, encoding.type_ids
-    if len(ids) <= n:
-        return ids, types
-    special = encoding.special_tokens_mask
-    tail = 0
-    while tail < len(ids) and special[len(ids) - 1 - tail]:
-        tail += 1
-    keep = n - tail
-    return ids[:keep] + ids[len(ids) - tail :], types[:keep] + types[len(types) - tail :]
 
 
 def _pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
