@@ -1,7 +1,7 @@
 """Embedding backends side by side: torch fp32 vs ONNX fp32 vs ONNX int8, 1 and 2 threads.
 
-Run from the repository root: ``python benchmarks/bench_embedders.py`` (about 5 minutes on 2
-cores). Reads ``<repo>/../shared/datasets/scifact`` and writes
+Run from the repository root: ``python benchmarks/bench_embedders.py`` (the run time is in the
+results; most of it is torch). Reads ``<repo>/../shared/datasets/scifact`` and writes
 ``benchmarks/results/embedders.json`` and ``.md``.
 
 - Throughput: texts/s embedding chunk-sized texts (SciFact abstracts cut at 200 MiniLM
@@ -36,8 +36,8 @@ DATA = REPO.parent / "shared" / "datasets" / "scifact"
 RESULTS = REPO / "benchmarks" / "results"
 WORK = REPO / "benchmarks" / ".work" / "embedders"
 CHUNK_TOKENS = 200
-CHUNKS = 64
-SENTENCES = 128
+CHUNKS = 48
+SENTENCES = 96
 ROUNDS = 3
 BATCH = 32
 QUALITY_DOCS = 600
