@@ -115,6 +115,19 @@ def test_int8_is_quantised_from_fp32_and_cached(
     assert not np.array_equal(vectors, tiny_fp32.embed(TEXTS))
 
 
+def test_int8_vectors_do_not_depend_on_the_batch(
+    tiny_fp32: OnnxEmbedder, tiny_embedder_path: Path
+) -> None:
+    int8 = OnnxEmbedder(
+        model=str(tiny_embedder_path), precision="int8", onnx_dir=tiny_fp32.config.onnx_dir
+    )
+    together = int8.embed([*TEXTS, LONG])
+    alone = np.vstack([int8.embed([text]) for text in [*TEXTS, LONG]])
+    np.testing.assert_array_equal(together, alone)
+    with pytest.raises(ConfigError, match="OnnxEmbedder.batch_size: .*int8 embeds one text"):
+        OnnxEmbedder(precision="int8", batch_size=8)
+
+
 def test_exported_directory_runs_without_the_source(
     exported_dir: Path, tiny_fp32: OnnxEmbedder, tmp_path: Path
 ) -> None:
