@@ -60,8 +60,9 @@ Precision = Literal["fp32", "int8"]
 ONNX_RECIPE_VERSION = 1
 #: ``quantize_dynamic`` settings of the int8 graphs (in the fingerprint via the recipe version).
 #: Per-channel weights: per-tensor int8 MiniLM gave cosines of 0.89-0.96 to torch on 5 probe
-#: texts, per-channel 0.977-0.994 (measured while choosing the recipe); MatMul-only
-#: quantisation was no better and 2.5x larger. On SciFact: benchmarks/results/embedders.md
+#: texts, per-channel 0.977-0.994 (measured while choosing the recipe); MatMul-only weights
+#: gave similar cosines (0.982-0.995) at 2.5x the size. Figures on SciFact texts:
+#: benchmarks/results/embedders.md
 _QUANTIZE_OPTIONS: dict[str, Any] = {"per_channel": True, "reduce_range": False}
 _SHIPPED_ONNX = ("onnx/model.onnx", "model.onnx")
 _POOLING_FLAGS = {

@@ -327,3 +327,18 @@ def test_without_torch_the_torch_stages_name_the_extra(tiny_embedder_path: Path)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert len(lines) == 2 and all("pip install 'ragtrim[torch]'" in line for line in lines)
+
+
+def test_export_onnx_command(tiny_embedder_path: Path, tmp_path: Path, tmp_cache_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ragtrim.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "exported"
+    args = ["export-onnx", "--model", str(tiny_embedder_path), "--out", str(out)]
+    done = runner.invoke(app, args, prog_name="ragtrim")
+    assert done.exit_code == 0, done.stderr
+    assert (out / "onnx" / "model.onnx").is_file() and f"model={str(out)!r}" in done.stdout
+    again = runner.invoke(app, args, prog_name="ragtrim")
+    assert again.exit_code == 2 and "already exists" in again.stderr
