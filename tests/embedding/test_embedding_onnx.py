@@ -270,7 +270,10 @@ def test_base_import_graph_has_no_torch(exported_dir: Path, tmp_path: Path) -> N
         from ragtrim.pipeline import default_stages
         from ragtrim.embedding import OnnxEmbedder
         stages = {{k: v.to_dict() for k, v in default_stages().items()}}
-        stages["embedder"] = OnnxEmbedder(model={str(exported_dir)!r}, precision="int8").to_dict()
+        embedder = OnnxEmbedder(
+            model={str(exported_dir)!r}, precision="int8", onnx_dir={str(tmp_path / "onnx")!r}
+        )
+        stages["embedder"] = embedder.to_dict()
         pipe = ragtrim.Pipeline({{"stages": stages, "cache": {{"directory": {str(tmp_path)!r}}}}})
         docs = [
             {{"id": "a", "text": "Relay API keys rotate every 90 days. Owners can revoke keys."}},
