@@ -21,6 +21,6 @@ if ! python -c "import torch" 2>/dev/null; then
   python -m pip install -q "torch==${TORCH_VERSION}"
 fi
 python .ci/check_torch.py
-python -m pip install -q -e ".[offline,plot,dev,langchain,llamaindex,haystack]"
+python -m pip install -q -e ".[torch,offline,plot,dev,langchain,llamaindex,haystack]"
 python .ci/check_torch.py
 echo "setup: ragtrim installed in .venv"

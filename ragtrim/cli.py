@@ -325,6 +325,26 @@ def tune(
     typer.echo(summary)
 
 
+@app.command("export-onnx")
+def export_onnx(
+    out: Annotated[Path, typer.Option("--out", help="new directory for the ONNX model")],
+    model: Annotated[
+        str, typer.Option("--model", help="model id or local sentence-transformers directory")
+    ] = "sentence-transformers/all-MiniLM-L6-v2",
+    revision: Annotated[str | None, typer.Option("--revision", help="model revision")] = None,
+) -> None:
+    """Export a model to ONNX (needs torch) as a directory that OnnxEmbedder runs without it."""
+    from ragtrim.embedding.onnx import export_model_dir
+
+    started = time.perf_counter()
+    written = export_model_dir(model, out, revision=revision)
+    size = sum(p.stat().st_size for p in written.rglob("*") if p.is_file())
+    typer.echo(
+        f"exported {model} to {written} ({size / 1e6:.1f} MB, "
+        f"{time.perf_counter() - started:.1f} s); use it with OnnxEmbedder(model={str(written)!r})"
+    )
+
+
 @app.command("config")
 def show_config(
     fmt: Annotated[str, typer.Option("--format", help="yaml or json")] = "yaml",

@@ -30,6 +30,7 @@ from ragtrim.config import QUERY_SLOTS, SLOTS, PipelineConfig, StageSpec, dump_c
 from ragtrim.dedup.deduplicator import Deduplicator
 from ragtrim.embedding.cache import CachedEmbedder, EmbeddingCache
 from ragtrim.embedding.models import SentenceTransformerEmbedder
+from ragtrim.embedding.onnx import OnnxEmbedder  # noqa: F401  (registers the stage)
 from ragtrim.errors import ConfigError, IndexStoreError, InputError
 from ragtrim.filtering.language import parse_filter
 from ragtrim.filtering.stage import MetadataFilter

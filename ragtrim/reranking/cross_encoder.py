@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import Field
 
 from ragtrim.embedding.models import (
-    OFFLINE_EXTRA,
+    TORCH_EXTRA,
     model_content_identity,
     model_label,
     resolve_model_source,
@@ -107,7 +107,7 @@ class CrossEncoderReranker(Stage):
         try:
             from sentence_transformers import CrossEncoder
         except ImportError:
-            raise missing_extra("sentence-transformers", OFFLINE_EXTRA) from None
+            raise missing_extra("sentence-transformers", TORCH_EXTRA) from None
         cfg = self.config
         source = self._resolved_source()
         try:
