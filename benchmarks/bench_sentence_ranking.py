@@ -87,23 +87,30 @@ def _headed_sentence_vectors(ctx_class):
 
 def questions_of(path: Path, limit: int | None) -> list[Question]:
     from ragtrim.bench.metrics import answer_recall
-    from ragtrim.packing.packer import ContextPacker
+    from ragtrim.packing.features import base_features
+    from ragtrim.packing.units import build_units
     from ragtrim.query import QueryContext
 
     headed = _headed_sentence_vectors(QueryContext)
-    signals = {
-        "dense": ContextPacker(dense_weight=1, lexical_weight=0, chunk_weight=0),
-        "lexical": ContextPacker(dense_weight=0, lexical_weight=1, chunk_weight=0),
-        "chunk": ContextPacker(dense_weight=0, lexical_weight=0, chunk_weight=1),
-    }
     out = []
     for query, ctx, candidates in candidates_per_query(path, answerable_only=True, limit=limit):
-        scores = {}
-        for name, packer in signals.items():
-            units, _, _ = packer._units(ctx, candidates)
-            scores[name] = np.array([u.value for u in units])
+        unitset = build_units(ctx, candidates, "sentence", True, True)
+        units = unitset.units
+        features = base_features(ctx, unitset, candidates, "sentence", 0.5)
+        scores = {
+            "dense": features.dense,
+            "lexical": features.lexical,
+            "chunk": features.chunk_prior,
+        }
         fields = (ctx.query, ctx.counter, ctx.task_type, ctx.filters, ctx.index, ctx.embedder)
-        contextual, _, _ = signals["dense"]._units(headed(*fields), candidates)
+        contextual = base_features(
+            headed(*fields),
+            build_units(headed(*fields), candidates, "sentence", True, False),
+            candidates,
+            "sentence",
+            0.5,
+            with_lexical=False,
+        )
         out.append(
             Question(
                 costs=np.array([u.cost for u in units]),
@@ -111,7 +118,7 @@ def questions_of(path: Path, limit: int | None) -> list[Question]:
                 answer=np.array(
                     [bool(answer_recall(u.text, query.span_answers)) for u in units], dtype=bool
                 ),
-                contextual_dense=np.array([u.value for u in contextual]),
+                contextual_dense=contextual.dense,
                 digits=np.array([any(ch.isdigit() for ch in u.text) for u in units], dtype=bool),
                 numeric_question=bool(NUMERIC_QUESTION.search(query.question)),
                 **scores,

@@ -36,7 +36,7 @@ from ragtrim.errors import ConfigError
 DEFAULT_SEARCH = {
     "packer.budget": [160, 320, 640, 1024],
     "packer.min_probability": [0.01, 0.02, 0.04, 0.08, 0.15],
-    "packer.granularity": ["sentence", "chunk"],
+    "packer.span_fill": [0, 2],
     "retriever.top_k": [10, 30],
 }
 
@@ -389,11 +389,17 @@ def _refit_scorer(
     except ValueError as exc:
         raise ConfigError(f"--refit-scorer: {exc}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
-    path = out.with_suffix(".scorer.json")
+    path = out.with_suffix(".scorer.json").resolve()
     scorer.save(path)
     systems = [
-        System("shipped", "ragtrim"),
-        System("refit", "ragtrim", overrides={"packer": {"scorer_path": str(path)}}),
+        System(
+            "shipped", "ragtrim", overrides={"packer": {"scorer": "learned", "scorer_path": None}}
+        ),
+        System(
+            "refit",
+            "ragtrim",
+            overrides={"packer": {"scorer": "learned", "scorer_path": str(path)}},
+        ),
     ]
     records = evaluate(pipe, test_half, systems, progress)
 

@@ -180,7 +180,7 @@ def base_features(
             np.full(n, float(bool(_COMPARISON.search(query)))),
             np.full(n, float(bool(_YES_NO.search(query)))),
             1.0 / (1.0 + _ranks(dense)),
-            1.0 / (1.0 + _ranks(mixed_lexical)),
+            1.0 / (1.0 + _ranks(lexical + heading_lexical)),
             dense * heading_lexical,
             chunk_best_lexical[owner],
             *_anchor_shares(query, texts, unitset, candidates),
@@ -257,7 +257,6 @@ class EvidenceState:
         self.adjacent = np.zeros(n, dtype=bool)
         self.vectors = unitset.vectors
         self.covered = np.zeros(width, dtype=bool)
-        self.chosen: list[int] = []
         self.features = np.zeros((n, len(CONDITIONAL_FEATURES)))
         self.features[:, 1] = self._weighted(self.is_query) / self.query_mass
         self._redundancy = np.zeros(n)
@@ -268,7 +267,6 @@ class EvidenceState:
 
     def add(self, unit: int) -> None:
         """Choose ``unit`` and recompute every unit's conditional features."""
-        self.chosen.append(unit)
         self.covered[self.entry_column[self.offsets[unit] : self.offsets[unit + 1]]] = True
         remaining = ~self.covered & self.is_query
         remaining_mass = float(self.idf[remaining].sum())
@@ -357,7 +355,7 @@ def _neighbours(unitset: UnitSet) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _headings(unitset: UnitSet, candidates: list[Candidate]) -> tuple[list[str], list[int]]:
-    """Each unit's title and section path, as ``lexical_coverage`` takes them."""
+    """Each unit's title and section path, as ``lexical_coverages`` takes them."""
     texts: dict[str, int] = {}
     of_candidate = []
     for candidate in candidates:

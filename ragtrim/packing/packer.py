@@ -91,28 +91,35 @@ class ContextPacker(Stage):
         #: "hand": the hand-set dense / lexical / chunk mix with a relative cutoff
         scorer: Literal["learned", "hand"] = "learned"
         scorer_path: str | None = None
-        #: learned scorer: stop when the best remaining unit's P(evidence) is below this
+        #: learned scorer: stop when no remaining unit's P(needed) reaches this
         min_probability: float = Field(0.02, ge=0, le=1)
         #: learned scorer: re-score the rest against the chosen evidence after each choice
+        #: (``False`` freezes the conditional features at their empty-state values: use it with
+        #: a scorer fitted without them, ``fit_unit_scorer.py --no-conditional``)
         conditional: bool = True
         #: fill gaps of at most this many sentences between chosen sentences of one chunk
-        span_fill: int = Field(1, ge=0)
+        #: (default: 1 with the learned scorer, 0 with the hand mix)
+        span_fill: int | None = Field(None, ge=0)
+        #: hand mix only (the learned scorer stops by ``min_probability`` and ranks by
+        #: probability): selection, relative cutoff, score gap, redundancy penalty, weights
         selection: Literal["greedy", "knapsack"] = "greedy"
         relative_threshold: float = Field(0.45, ge=0, le=1)
         score_gap: float | None = Field(None, gt=0, le=1)
+        #: at most this many units: chosen (learned), or considered after the cutoff (hand)
         max_units: int | None = Field(None, ge=1)
         redundancy_penalty: float = Field(0.5, ge=0, le=1)
         #: selection order is value / tokens**exponent: 1 is classic value-per-token, 0 is pure
         #: value. With the learned scorer's probabilities, 0.5 at a 250-token cap: bundled corpus
         #: 0.887 -> 0.920 answer recall, HotpotQA 0.813 -> 0.820, COVID-QA 0.700 = 0.700, SQuAD
         #: 0.967 -> 0.960 (test halves). With the hand mix it lost 3.6 (SQuAD) and 2.0 (bundled)
-        #: points at 260 tokens: set 0 with ``scorer: hand``.
-        token_cost_exponent: float = Field(0.5, ge=0, le=1)
+        #: points at 260 tokens. Default: 0.5 with the learned scorer, 0 with the hand mix.
+        token_cost_exponent: float | None = Field(None, ge=0, le=1)
         dense_weight: float = Field(0.35, ge=0)
         lexical_weight: float = Field(0.35, ge=0)
         chunk_weight: float = Field(0.3, ge=0)
-        #: share of a unit's lexical score that also counts query terms in its document title
-        #: and section headings (a sentence under "Default ports" answers "which port")
+        #: hand mix: share of a unit's lexical score that also counts query terms in its title
+        #: and section headings (a sentence under "Default ports" answers "which port"); the
+        #: learned scorer has both coverages as features
         heading_weight: float = Field(0.5, ge=0, le=1)
         neighbours: int = Field(0, ge=0)
         keep_first_sentence: bool = False
@@ -140,6 +147,15 @@ class ContextPacker(Stage):
             return validate_passage_header(value, "passage_header")
 
         @model_validator(mode="after")
+        def _learned_units(self):
+            if self.scorer == "learned" and self.granularity == "chunk":
+                raise ValueError(
+                    "the learned scorer is fitted on sentence units: use granularity "
+                    "'sentence' with it, or scorer 'hand' for whole chunks"
+                )
+            return self
+
+        @model_validator(mode="after")
         def _window(self):
             window, budget = self.context_window, self.budget
             if (
@@ -157,6 +173,20 @@ class ContextPacker(Stage):
         super().__init__(**params)
         if self.config.scorer == "learned":
             load_scorer(self.config.scorer_path)  # a bad parameter file fails at construction
+
+    @property
+    def cost_exponent(self) -> float:
+        cfg = self.config
+        if cfg.token_cost_exponent is not None:
+            return cfg.token_cost_exponent
+        return 0.5 if cfg.scorer == "learned" else 0.0
+
+    @property
+    def gap_fill(self) -> int:
+        cfg = self.config
+        if cfg.span_fill is not None:
+            return cfg.span_fill
+        return 1 if cfg.scorer == "learned" else 0
 
     @property
     def reserved(self):
@@ -270,6 +300,7 @@ class ContextPacker(Stage):
             chosen, eligible, stop = self._select_learned(ctx, unitset, usable, features, capacity)
         else:
             chosen, eligible, stop = self._select_hand(unitset, features, capacity)
+        selected = len(chosen)
         chosen = self._with_extras(units, chosen)
 
         counted: dict[str, int] = {}
@@ -299,7 +330,7 @@ class ContextPacker(Stage):
                         "the best unit alone exceeded the budget and was truncated on a token "
                         "boundary"
                     )
-        if len(kept) < len(chosen):
+        if len(set(kept) & set(chosen[:selected])) < selected:
             stop = "budget"
         rendered, context_tokens, prompt_tokens, messages_tokens = self._measure(
             ctx, context, count
@@ -321,6 +352,7 @@ class ContextPacker(Stage):
                 "units": len(units),
                 "eligible": int(eligible.size),
                 "chosen": len(kept),
+                "selected": selected,
                 "stop": stop,
                 "pack_ms": (time.perf_counter() - started) * 1000,
             },
@@ -370,17 +402,19 @@ class ContextPacker(Stage):
             selectable,
             cfg.min_probability,
             cfg.max_units,
-            cfg.token_cost_exponent,
+            self.cost_exponent,
         )
         final = probabilities() if chosen else first
         for i, unit in enumerate(units):
             unit.value = at_choice.get(i, float(final[i]))
         order = np.argsort(-np.where(selectable, first, -np.inf), kind="stable")
+        # the best unit stays eligible (for truncation) even when nothing was likely enough
         eligible = np.array(
             [
                 i
-                for i in order
-                if selectable[i] and (i in at_choice or final[i] >= cfg.min_probability)
+                for rank, i in enumerate(order)
+                if selectable[i]
+                and (i in at_choice or final[i] >= cfg.min_probability or rank == 0)
             ],
             dtype=np.int64,
         )
@@ -427,7 +461,7 @@ class ContextPacker(Stage):
                 similarity,
                 cfg.redundancy_penalty,
                 min_marginal=cfg.relative_threshold * best,
-                cost_exponent=cfg.token_cost_exponent,
+                cost_exponent=self.cost_exponent,
             )
         stop = "cutoff" if len(picked) == len(eligible) else "budget"
         return [int(eligible[i]) for i in picked], eligible, stop
@@ -452,7 +486,8 @@ class ContextPacker(Stage):
         cfg = self.config
         if cfg.granularity != "sentence" or not chosen:
             return chosen
-        if not (cfg.neighbours or cfg.keep_first_sentence or cfg.span_fill):
+        fill = self.gap_fill
+        if not (cfg.neighbours or cfg.keep_first_sentence or fill):
             return chosen
         by_candidate: dict[int, list[int]] = {}
         for i, unit in enumerate(units):
@@ -467,11 +502,13 @@ class ContextPacker(Stage):
                 extra.append(j)
                 units[j].value = min(units[j].value, floor) - 1e-6
 
-        if cfg.span_fill:
+        if fill:
             for siblings in by_candidate.values():
                 marks = [k for k, i in enumerate(siblings) if i in picked]
                 for a, b in zip(marks, marks[1:], strict=False):
-                    if 1 < b - a <= cfg.span_fill + 1:
+                    # the gap in the chunk's own sentences (some may be owned elsewhere)
+                    gap = units[siblings[b]].position - units[siblings[a]].position - 1
+                    if 0 < gap <= fill and b - a - 1 == gap:
                         for k in range(a + 1, b):
                             add(siblings[k])
         for i in chosen:

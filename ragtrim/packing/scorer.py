@@ -128,7 +128,17 @@ def _vector(value: Any, length: int, where: str) -> np.ndarray:
     return array
 
 
-@functools.lru_cache(maxsize=8)
 def load_scorer(path: str | None = None) -> UnitScorer:
-    """The scorer at ``path`` (the shipped one by default), parsed once per process."""
-    return UnitScorer.load(DEFAULT_PATH if path is None else path)
+    """The scorer at ``path`` (the shipped one by default), parsed once per version of the
+    file (a refit written to the same path is read again)."""
+    source = Path(DEFAULT_PATH if path is None else path).resolve()
+    try:
+        stat = source.stat()
+    except OSError as exc:
+        raise ConfigError(f"unit scorer {source}: cannot read ({exc.strerror})") from None
+    return _parsed(str(source), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(path: str, mtime_ns: int, size: int) -> UnitScorer:
+    return UnitScorer.load(path)

@@ -1,7 +1,8 @@
 """Choosing which units (sentences or chunks) enter the context: pure functions.
 
 ``value[i]`` is a unit's relevance, ``cost[i]`` its token cost, ``similarity[i, j]`` how much
-two units say the same thing. Both selectors return unit indices in the order chosen.
+two units say the same thing. The selectors return unit indices in the order chosen
+(``sequential_select`` also why it stopped).
 """
 
 from __future__ import annotations
@@ -145,10 +146,13 @@ def sequential_select(
         if not fits.any():
             return chosen, "budget"
         current = np.where(fits, probabilities(), -np.inf)
+        if chosen:
+            likely = current >= min_probability
+            if not likely.any():
+                return chosen, "sufficient"
+            current = np.where(likely, current, -np.inf)
         worth = current if not cost_exponent else current / costs**cost_exponent
         best = int(np.argmax(worth))
-        if chosen and current[best] < min_probability:
-            return chosen, "sufficient"
         chosen.append(best)
         available[best] = False
         remaining -= int(costs[best])

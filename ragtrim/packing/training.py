@@ -16,7 +16,7 @@ scorer is not fitted to whichever data set has the most sentences.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -48,6 +48,7 @@ class _Prepared:
     gold: np.ndarray
     answer: np.ndarray
     selectable: np.ndarray
+    costs: np.ndarray
     examples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
@@ -65,14 +66,18 @@ def _labels(unitset: UnitSet, query: LabelledQuery) -> tuple[np.ndarray, np.ndar
     return np.array(gold, dtype=bool), np.array(answer, dtype=bool)
 
 
-def _prepare(query: LabelledQuery, heading_weight: float) -> _Prepared | None:
-    unitset = build_units(query.ctx, query.candidates, "sentence", True, True)
+def _prepare(query: LabelledQuery) -> _Prepared | None:
+    # the candidates the packer itself scores: it drops empty ones and non-finite scores
+    candidates = [c for c in query.candidates if c.chunk.text.strip() and np.isfinite(c.score)]
+    query = replace(query, candidates=candidates)
+    unitset = build_units(query.ctx, candidates, "sentence", True, True)
     if not unitset.units:
         return None
-    features = base_features(query.ctx, unitset, query.candidates, "sentence", heading_weight)
+    features = base_features(query.ctx, unitset, candidates, "sentence", 0.5)
     gold, answer = _labels(unitset, query)
     selectable = ~np.array([u.label for u in unitset.units], dtype=bool)
-    return _Prepared(query, unitset, features.matrix, gold, answer, selectable)
+    costs = np.array([max(u.cost, 1) for u in unitset.units], dtype=np.float64)
+    return _Prepared(query, unitset, features.matrix, gold, answer, selectable, costs)
 
 
 def _rollout(
@@ -80,6 +85,7 @@ def _rollout(
     scorer: UnitScorer | None,
     steps: int,
     negative_share: float,
+    cost_exponent: float,
     rng: np.random.Generator,
 ) -> None:
     """Examples from the empty state and, with a scorer, from the states its greedy choices
@@ -99,7 +105,8 @@ def _rollout(
         item.examples.append((matrix[rows[sampled]], needed[sampled], weight))
         if scorer is None or step == steps:
             return
-        best = int(rows[np.argmax(scorer.probabilities(matrix[rows]))])
+        worth = scorer.probabilities(matrix[rows]) / item.costs[rows] ** cost_exponent
+        best = int(rows[np.argmax(worth)])
         available[best] = False
         answered = answered or bool(item.answer[best])
         state.add(best)
@@ -107,18 +114,22 @@ def _rollout(
 
 def fit_unit_scorer(
     queries: Sequence[LabelledQuery],
-    heading_weight: float = 0.5,
     l2: float = 1.0,
     rounds: int = 2,
     steps: int = 4,
     conditional: bool = True,
     negative_share: float = 0.25,
+    cost_exponent: float = 0.5,
     seed: int = 0,
     training: dict[str, Any] | None = None,
 ) -> UnitScorer:
-    """``rounds`` roll-outs of ``steps`` choices after the first fit; ``conditional=False``
-    fits on the empty state only and holds the conditional features' weights at zero."""
-    prepared = [p for p in (_prepare(q, heading_weight) for q in queries) if p is not None]
+    """``rounds`` roll-outs of ``steps`` choices after the first fit (chosen as the packer
+    chooses: probability / tokens**``cost_exponent``); every round's examples are kept, as in
+    DAgger. ``conditional=False`` fits on the empty state only and holds the conditional
+    features' weights at zero."""
+    if not 0 < negative_share <= 1:
+        raise ValueError(f"negative_share must be in (0, 1], got {negative_share}")
+    prepared = [p for p in (_prepare(q) for q in queries) if p is not None]
     if not prepared:
         raise ValueError("no labelled question has a candidate with text to learn from")
     trainable = np.array([conditional or name in BASE_FEATURES for name in FEATURES])
@@ -126,8 +137,8 @@ def fit_unit_scorer(
     rng = np.random.default_rng(seed)
     for _ in range((rounds if conditional else 0) + 1):
         for item in prepared:
-            _rollout(item, scorer, steps, negative_share, rng)
-        scorer = _fit(prepared, l2, trainable, training or {})
+            _rollout(item, scorer, steps, negative_share, cost_exponent, rng)
+        scorer = _fit(prepared, l2, trainable, {**(training or {}), "cost_exponent": cost_exponent})
     assert scorer is not None
     return scorer
 

@@ -86,6 +86,8 @@ def _check_budget(
     span_fill=0,
 ):
     counter = get_counter(encoding)
+    if granularity == "chunk":
+        scorer = "hand"  # the learned scorer takes sentence units only
     packer = ContextPacker(
         budget=budget,
         prompt_template=template,
