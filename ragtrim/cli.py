@@ -241,12 +241,22 @@ def bench(
             "--answerable-only", help="drop queries without a span answer (e.g. SQuAD 2.0's)"
         ),
     ] = False,
+    half: Annotated[
+        str | None,
+        typer.Option(
+            "--half",
+            help="only the 'tune' or 'test' half of ragtrim tune's split (held-apart figures "
+            "for the learned unit scorer: --half test)",
+        ),
+    ] = None,
 ) -> None:
     """Tokens vs answer quality: baselines and ragtrim systems on one data set."""
     from ragtrim.bench.runner import run_benchmark
 
     if limit is not None and limit < 1:
         _fail(f"--limit: expected a whole number >= 1, got {limit}")
+    if half not in (None, "tune", "test"):
+        _fail(f"--half: expected 'tune' or 'test', got {half!r}")
 
     with _progress() as progress:
         summary = run_benchmark(
@@ -257,6 +267,7 @@ def bench(
             limit=limit,
             seed=seed,
             answerable_only=answerable_only,
+            half=half,
             progress=progress,
         )
     typer.echo(summary)

@@ -197,11 +197,19 @@ def _markdown(
     model: str,
     answerable_only: bool = False,
     budgets: Mapping[str, Any] | None = None,
+    half: str | None = None,
 ) -> str:
+    which = (
+        f" (the {half} half of `ragtrim tune`'s split"
+        + ("; the shipped unit scorer was fitted on tune halves only)" if half else ")")
+        if half
+        else ""
+    )
     lines = [
         f"# {dataset.name}: tokens vs {metric.replace('_', ' ')}",
         "",
-        f"{len(dataset.queries)} queries{' with a span answer' if answerable_only else ''}, "
+        f"{len(dataset.queries)} queries{' with a span answer' if answerable_only else ''}"
+        f"{which}, "
         f"{len(dataset.documents)} documents, data set fingerprint "
         f"`{dataset.fingerprint}`. Context tokens are exact ({info.get('encoding')}); cost is for "
         f"{model} input at ${price * 1e6:.2f} per million tokens.",
@@ -307,12 +315,21 @@ def run_benchmark(
     limit: int | None = None,
     seed: int = 0,
     answerable_only: bool = False,
+    half: str | None = None,
     progress: Progress | None = None,
 ) -> str:
+    """``half`` = ``"tune"`` / ``"test"`` evaluates one half of ``ragtrim tune``'s split (seed
+    ``seed``): the shipped unit scorer is fitted on the tune halves of the labelled data sets,
+    so its held-apart figures are the test half's."""
     started = time.perf_counter()
     dataset, pipe, index_info = prepared(
         dataset_path, config, answerable_only, limit, seed, progress
     )
+    if half is not None:
+        from ragtrim.bench.tune import split_halves
+
+        tune_half, test_half = split_halves(dataset, seed)
+        dataset = tune_half if half == "tune" else test_half
     ragtrim_systems, modes, ks = load_sweep(Path(sweep) if sweep else None)
     systems = [*baseline_systems(modes, ks), *ragtrim_systems]
     records = evaluate(pipe, dataset, systems, progress)
@@ -353,12 +370,23 @@ def run_benchmark(
         "seed": seed,
         "limit": limit,
         "answerable_only": answerable_only,
+        "half": half,
         "seconds": round(time.perf_counter() - started, 1),
         "records": compact_records(records),
     }
     (out / "results.json").write_text(json.dumps(result, separators=(",", ":")), encoding="utf-8")
     markdown = _markdown(
-        dataset, summary, metric, head, front, info, price, pricing.model, answerable_only, budgets
+        dataset,
+        summary,
+        metric,
+        head,
+        front,
+        info,
+        price,
+        pricing.model,
+        answerable_only,
+        budgets,
+        half,
     )
     (out / "results.md").write_text(markdown, encoding="utf-8")
     from ragtrim.bench.plots import plot_tokens_vs_quality

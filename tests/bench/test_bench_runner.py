@@ -569,3 +569,23 @@ def test_bench_command_with_a_missing_data_set_names_the_path(tmp_path: Path) ->
     assert result.exit_code == 2 and result.stdout == ""
     assert f"error: {missing}: no such file or folder" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_bench_on_the_test_half_evaluates_only_its_questions(tmp_path: Path) -> None:
+    from ragtrim.bench.tune import split_halves
+
+    markdown = run_benchmark(
+        TINY, tmp_path / "out", config=cheap_config(tmp_path / "cache"), half="test"
+    )
+    _, test = split_halves(load_dataset(TINY), 0)
+    result = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
+    assert result["half"] == "test"
+    assert result["dataset"]["queries"] == len(test.queries)
+    assert f"{len(test.queries)} queries (the test half" in markdown
+
+
+def test_bench_rejects_an_unknown_half(tmp_path: Path) -> None:
+    done = CliRunner().invoke(
+        app, ["bench", "--dataset", str(TINY), "--out", str(tmp_path), "--half", "middle"]
+    )
+    assert done.exit_code == 2 and "--half: expected 'tune' or 'test'" in done.output
