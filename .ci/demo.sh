@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/setup.sh
-HF_HUB_OFFLINE=1 .venv/bin/ragtrim bench --dataset corpora/kestrel --sweep benchmarks/configs/sweep.yaml --out benchmarks/results/kestrel "$@"
+HF_HUB_OFFLINE=1 .venv/bin/ragtrim bench --dataset corpora/kestrel --sweep benchmarks/configs/sweep.yaml --half test --out benchmarks/results/kestrel "$@"

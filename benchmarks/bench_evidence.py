@@ -58,6 +58,11 @@ VARIANTS: dict[str, tuple[dict[str, Any], str, tuple[float, ...]]] = {
         "min_probability",
         (0.01, 0.02, 0.04, 0.08),
     ),
+    "learned, by probability only": (
+        {"token_cost_exponent": 0.0},
+        "min_probability",
+        (0.01, 0.02, 0.04, 0.08),
+    ),
     "hand + spans": (
         {"scorer": "hand", "token_cost_exponent": 0.0},
         "relative_threshold",
@@ -434,6 +439,7 @@ def render(result: dict[str, Any]) -> str:
         "hand + spans",
         "learned",
         "learned, no spans",
+        "learned, by probability only",
         "learned, no conditional",
         "learned, leave-one-out",
     ]

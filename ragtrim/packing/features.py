@@ -59,6 +59,8 @@ BASE_FEATURES = (
     "chunk_best_lexical",
     "anchor_text",
     "anchor_heading",
+    "hand_value",
+    "hand_relative",
 )
 CONDITIONAL_FEATURES = (
     "has_evidence",
@@ -70,6 +72,8 @@ CONDITIONAL_FEATURES = (
     "redundancy",
 )
 FEATURES = BASE_FEATURES + CONDITIONAL_FEATURES
+#: the hand-set mix's default dense / lexical / chunk weights (``ContextPacker`` defaults)
+HAND_WEIGHTS = (0.35, 0.35, 0.3)
 
 _QUANTITY = re.compile(
     r"\b(how (many|much|long|old|far|big|large|often|tall|high)|what (percentage|number|"
@@ -138,6 +142,13 @@ def base_features(
             else lexical
         )
 
+    # the previous packer's value (its default weights) and its value relative to the best:
+    # what its relative cutoff decided on, so the fit starts from what it knew
+    hand = (
+        HAND_WEIGHTS[0] * dense
+        + HAND_WEIGHTS[1] * (0.5 * lexical + 0.5 * heading_lexical)
+        + HAND_WEIGHTS[2] * chunk_prior
+    )
     chunk_best = np.zeros(len(candidates))
     np.maximum.at(chunk_best, owner, dense)
     chunk_best_lexical = np.zeros(len(candidates))
@@ -184,6 +195,8 @@ def base_features(
             dense * heading_lexical,
             chunk_best_lexical[owner],
             *_anchor_shares(query, texts, unitset, candidates),
+            hand,
+            hand / hand.max() if hand.max() > 0 else hand,
         ]
     )
     return Features(matrix, dense, mixed_lexical, chunk_prior)

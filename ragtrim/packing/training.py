@@ -119,7 +119,7 @@ def fit_unit_scorer(
     steps: int = 4,
     conditional: bool = True,
     negative_share: float = 0.25,
-    cost_exponent: float = 0.5,
+    cost_exponent: float = 0.25,
     seed: int = 0,
     training: dict[str, Any] | None = None,
 ) -> UnitScorer:
