@@ -39,3 +39,18 @@ def candidates_per_query(
             (query, ctx, candidates, retrieved) if with_retrieved else (query, ctx, candidates)
         )
     return out
+
+
+def dataset_halves(dataset_path: Path, answerable_only: bool, limit: int | None, seed: int = 0):
+    """``(dataset, tune half, test half)`` as ``bench``, ``tune`` and the unit-scorer fit take
+    them: answerable questions only if asked, a seeded subset, ``ragtrim tune``'s split."""
+    from ragtrim.bench.datasets import load_dataset
+    from ragtrim.bench.tune import split_halves
+
+    dataset = load_dataset(dataset_path)
+    if answerable_only:
+        dataset = dataset.answerable()
+    if limit is not None:
+        dataset = dataset.subset(limit, seed)
+    tune, test = split_halves(dataset, seed)
+    return dataset, tune, test

@@ -27,7 +27,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-from _candidates import candidates_per_query  # noqa: E402
+from _candidates import candidates_per_query, dataset_halves  # noqa: E402
 from _provenance import environment, footer, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,16 +99,8 @@ def _evidence(query, context: str) -> float | None:
 
 def _halves(name: str):
     """The data set and its (tune, test) questions with their candidates and retrieval."""
-    from ragtrim.bench.datasets import load_dataset
-    from ragtrim.bench.tune import split_halves
-
     path, answerable_only, limit = DATASETS[name]
-    dataset = load_dataset(path)
-    if answerable_only:
-        dataset = dataset.answerable()
-    if limit is not None:
-        dataset = dataset.subset(limit, SEED)
-    _, test = split_halves(dataset, SEED)
+    dataset, _, test = dataset_halves(path, answerable_only, limit, SEED)
     work = candidates_per_query(path, answerable_only, limit, with_retrieved=True)
     wanted = {q.id for q in test.queries}
     return (
@@ -328,7 +320,7 @@ def evaluate_dataset(name: str) -> dict[str, Any]:
         "pack_ms": {
             "p50": float(np.percentile(pack_ms, 50)) if pack_ms else None,
             "p95": float(np.percentile(pack_ms, 95)) if pack_ms else None,
-            "note": "timed inside the sweep on a shared machine; bench_latency.py is the figure",
+            "note": "timed inside the sweep; the side-by-side figure is bench_packer_ab.py --retrieved 50",
         },
         "stops": stops,
         "tune_half_default_stop": stop_choice(tune_work, metric),

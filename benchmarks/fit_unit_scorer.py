@@ -23,7 +23,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from _candidates import candidates_per_query  # noqa: E402
+from _candidates import candidates_per_query, dataset_halves  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
@@ -53,17 +53,10 @@ def retrieval_config() -> dict:
 
 def labelled(name: str, half: str = "tune") -> list:
     """The data set's questions of one half (``tune`` or ``test``) as ``LabelledQuery``s."""
-    from ragtrim.bench.datasets import load_dataset
-    from ragtrim.bench.tune import split_halves
     from ragtrim.packing.training import LabelledQuery
 
     path, answerable_only, limit = TRAINING[name]
-    dataset = load_dataset(path)
-    if answerable_only:
-        dataset = dataset.answerable()
-    if limit is not None:
-        dataset = dataset.subset(limit, SEED)
-    tune, test = split_halves(dataset, SEED)
+    _, tune, test = dataset_halves(path, answerable_only, limit, SEED)
     wanted = {q.id for q in (tune if half == "tune" else test).queries}
     return [
         LabelledQuery(ctx, candidates, query.span_answers, query.gold_sentences, name)
