@@ -150,6 +150,7 @@ def test_built_wheel_counts_tokens_offline(tmp_path):
         archive.extractall(tmp_path / "unpacked")
     for name in ("o200k_base.tiktoken.gz", "cl100k_base.tiktoken.gz", "LICENSE"):
         assert f"ragtrim/data/tiktoken/{name}" in names
+    assert "ragtrim/packing/unit_scorer.json" in names  # the default packer's parameters
     script = textwrap.dedent(
         """
         import socket
@@ -163,6 +164,8 @@ def test_built_wheel_counts_tokens_offline(tmp_path):
         print(ragtrim.__file__)
         for name in ("o200k_base", "cl100k_base"):
             print(name, find_rank_file(name).source, TokenCounter(name).count("Offline works."))
+        from ragtrim.packing.scorer import load_scorer
+        print("scorer", len(load_scorer().features))
         """
     )
     unpacked = tmp_path / "unpacked"
@@ -183,4 +186,8 @@ def test_built_wheel_counts_tokens_offline(tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].startswith(str(unpacked))
-    assert lines[1:] == ["o200k_base ragtrim package 3", "cl100k_base ragtrim package 3"]
+    assert lines[1:] == [
+        "o200k_base ragtrim package 3",
+        "cl100k_base ragtrim package 3",
+        "scorer 36",
+    ]
