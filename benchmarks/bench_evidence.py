@@ -320,7 +320,7 @@ def evaluate_dataset(name: str) -> dict[str, Any]:
         "pack_ms": {
             "p50": float(np.percentile(pack_ms, 50)) if pack_ms else None,
             "p95": float(np.percentile(pack_ms, 95)) if pack_ms else None,
-            "note": "timed inside the sweep; the side-by-side figure is bench_packer_ab.py --retrieved 50",
+            "note": "timed inside the sweep; see bench_packer_ab.py --retrieved 50",
         },
         "stops": stops,
         "tune_half_default_stop": stop_choice(tune_work, metric),
