@@ -19,7 +19,9 @@ def custom_config(cache_dir: Path) -> dict[str, Any]:
     config = default_config()
     config["cache"]["directory"] = str(cache_dir)
     config["stages"]["reranker"] = None
-    config["stages"]["packer"]["init_parameters"].update(budget=600, granularity="chunk")
+    config["stages"]["packer"]["init_parameters"].update(
+        budget=600, granularity="chunk", scorer="hand"
+    )
     config["stages"]["retriever"]["init_parameters"].update(fusion="rrf", bm25_top_k=30)
     config["index"]["bm25_variant"] = "okapi"
     config["profiles"] = {
@@ -237,7 +239,14 @@ def profiled(tiny_embedder_path: Path, tmp_path_factory: pytest.TempPathFactory)
     config = tiny_config(tiny_embedder_path, tmp_path_factory.mktemp("cache"))
     config["profiles"] = {
         "tight": {"packer": {"budget": 120}, "retriever": {"top_k": 3}},
-        "wide": {"packer": {"budget": 2000, "granularity": "chunk", "relative_threshold": 0.0}},
+        "wide": {
+            "packer": {
+                "budget": 2000,
+                "granularity": "chunk",
+                "scorer": "hand",
+                "relative_threshold": 0.0,
+            }
+        },
     }
     pipe = Pipeline(config)
     pipe.ingest(DOCS)
