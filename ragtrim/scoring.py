@@ -85,9 +85,13 @@ def lexical_coverage(
     """
     if headings is None or not headings[2]:
         return lexical_coverages(query, texts, tokenizer, stored)[0]
-    weight = headings[2]
     coverage, under = lexical_coverages(query, texts, tokenizer, stored, headings[:2])
-    return (1.0 - weight) * coverage + weight * under
+    return with_headings(coverage, under, headings[2])
+
+
+def with_headings(coverage: np.ndarray, under: np.ndarray, weight: float) -> np.ndarray:
+    """``weight`` of the score from the coverage with the heading, the rest without it."""
+    return (1.0 - weight) * coverage + weight * under if weight else coverage
 
 
 def lexical_coverages(

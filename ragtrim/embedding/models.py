@@ -244,6 +244,34 @@ def as_text_list(texts: Sequence[str]) -> list[str]:
     return items
 
 
+def vector_fingerprint(tag: str, cfg: Any, content: str, **extra: Any) -> str:
+    """``tag:model:digest`` over everything that changes a model's vectors: the vector format,
+    model id, revision and weight content, normalisation, input window, prefixes and ``extra``
+    (an ONNX backend's precision and recipe). Caches and saved indexes key vectors on it."""
+    label = model_label(cfg.model)
+    parts = {
+        "format": VECTOR_FORMAT_VERSION,
+        "model": label,
+        "revision": cfg.revision,
+        "content": content,
+        "normalize": cfg.normalize,
+        "max_seq_length": cfg.max_seq_length,
+        "query_prefix": cfg.query_prefix,
+        "passage_prefix": cfg.passage_prefix,
+        **extra,
+    }
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    return f"{tag}:{label}:{digest[:32]}"
+
+
+def prefixed(texts: Sequence[str], kind: str, cfg: Any) -> list[str]:
+    """The texts with the configured query or passage prefix (what the model is given)."""
+    check_kind(kind)
+    items = as_text_list(texts)
+    prefix = cfg.query_prefix if kind == "query" else cfg.passage_prefix
+    return [prefix + text for text in items] if prefix else items
+
+
 def check_kind(kind: str) -> None:
     if kind not in EMBEDDING_KINDS:
         raise InputError(f"kind: expected one of {', '.join(EMBEDDING_KINDS)}, got {kind!r}")
@@ -373,27 +401,13 @@ class SentenceTransformerEmbedder(Stage):
     def fingerprint(self) -> str:
         """Model id, revision, weight content, normalisation, truncation length and prefixes."""
         if self._fingerprint is None:
-            cfg = self.config
-            label = model_label(cfg.model)
-            parts = {
-                "format": VECTOR_FORMAT_VERSION,
-                "model": label,
-                "revision": cfg.revision,
-                "content": model_content_identity(self._resolved_source()),
-                "normalize": cfg.normalize,
-                "max_seq_length": cfg.max_seq_length,
-                "query_prefix": cfg.query_prefix,
-                "passage_prefix": cfg.passage_prefix,
-            }
-            digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-            self._fingerprint = f"st:{label}:{digest[:32]}"
+            self._fingerprint = vector_fingerprint(
+                "st", self.config, model_content_identity(self._resolved_source())
+            )
         return self._fingerprint
 
     def _prefixed(self, texts: Sequence[str], kind: str) -> list[str]:
-        check_kind(kind)
-        items = as_text_list(texts)
-        prefix = self.config.query_prefix if kind == "query" else self.config.passage_prefix
-        return [prefix + text for text in items] if prefix else items
+        return prefixed(texts, kind, self.config)
 
     def count_model_tokens(self, texts: Sequence[str], kind: str = "passage") -> list[int]:
         """Exact model-token counts (prefix and special tokens included), before truncation."""

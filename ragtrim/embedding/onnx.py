@@ -36,13 +36,11 @@ from ragtrim.cachedir import default_cache_dir
 from ragtrim.embedding.models import (
     DEFAULT_EMBEDDING_MODEL,
     TORCH_EXTRA,
-    VECTOR_FORMAT_VERSION,
-    as_text_list,
-    check_kind,
     l2_normalize,
     model_content_identity,
-    model_label,
+    prefixed,
     resolve_model_source,
+    vector_fingerprint,
 )
 from ragtrim.embedding.onnx_export import atomic_target
 from ragtrim.errors import ConfigError, MissingDependencyError
@@ -427,30 +425,19 @@ class OnnxEmbedder(Stage):
         """
         if self._fingerprint is None:
             cfg = self.config
-            label = model_label(cfg.model)
-            parts = {
-                "format": VECTOR_FORMAT_VERSION,
-                "backend": "onnx",
-                "precision": cfg.precision,
-                "recipe": ONNX_RECIPE_VERSION,
-                "model": label,
-                "revision": cfg.revision,
-                "content": model_content_identity(self._resolved_layout().source),
-                "normalize": cfg.normalize,
-                "max_seq_length": cfg.max_seq_length,
-                "query_prefix": cfg.query_prefix,
-                "passage_prefix": cfg.passage_prefix,
-            }
-            digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-            self._fingerprint = f"onnx-{cfg.precision}:{label}:{digest[:32]}"
+            self._fingerprint = vector_fingerprint(
+                f"onnx-{cfg.precision}",
+                cfg,
+                model_content_identity(self._resolved_layout().source),
+                backend="onnx",
+                precision=cfg.precision,
+                recipe=ONNX_RECIPE_VERSION,
+            )
         return self._fingerprint
 
     # ------------------------------------------------------------------ embedding
     def _prefixed(self, texts: Sequence[str], kind: str) -> list[str]:
-        check_kind(kind)
-        items = as_text_list(texts)
-        prefix = self.config.query_prefix if kind == "query" else self.config.passage_prefix
-        items = [prefix + text for text in items] if prefix else items
+        items = prefixed(texts, kind, self.config)
         if self._resolved_layout().do_lower_case:
             items = [text.lower() for text in items]
         return items

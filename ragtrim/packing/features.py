@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ragtrim.cache import normalise_query, query_anchors
-from ragtrim.packing.units import UnitSet
+from ragtrim.packing.units import UnitSet, heading_text
 from ragtrim.query import QueryContext
 from ragtrim.scoring import (
     cosine_to_query,
@@ -28,6 +28,7 @@ from ragtrim.scoring import (
     minmax,
     query_terms,
     sentence_terms,
+    with_headings,
 )
 from ragtrim.types import Candidate
 
@@ -72,7 +73,7 @@ CONDITIONAL_FEATURES = (
     "redundancy",
 )
 FEATURES = BASE_FEATURES + CONDITIONAL_FEATURES
-#: the hand-set mix's default dense / lexical / chunk weights (``ContextPacker`` defaults)
+#: the hand-set mix's default dense / lexical / chunk weights (``ContextPacker``'s defaults)
 HAND_WEIGHTS = (0.35, 0.35, 0.3)
 
 _QUANTITY = re.compile(
@@ -136,17 +137,13 @@ def base_features(
         lexical, heading_lexical = lexical_coverages(
             ctx.query, texts, stored=stored, headings=_headings(unitset, candidates)
         )
-        mixed_lexical = (
-            (1.0 - heading_weight) * lexical + heading_weight * heading_lexical
-            if heading_weight
-            else lexical
-        )
+        mixed_lexical = with_headings(lexical, heading_lexical, heading_weight)
 
     # the previous packer's value (its default weights) and its value relative to the best:
     # what its relative cutoff decided on, so the fit starts from what it knew
     hand = (
         HAND_WEIGHTS[0] * dense
-        + HAND_WEIGHTS[1] * (0.5 * lexical + 0.5 * heading_lexical)
+        + HAND_WEIGHTS[1] * with_headings(lexical, heading_lexical, 0.5)
         + HAND_WEIGHTS[2] * chunk_prior
     )
     chunk_best = np.zeros(len(candidates))
@@ -230,10 +227,7 @@ class EvidenceState:
         entry_unit = np.repeat(np.arange(n), lengths)
         flat = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
         query = ids_of(query_terms(ctx.query, default_tokenizer()))
-        headings = [
-            ids_of(sentence_terms(" ".join([c.chunk.title or "", *c.chunk.section])))
-            for c in candidates
-        ]
+        headings = [ids_of(sentence_terms(heading_text(c.chunk))) for c in candidates]
         vocab, inverse = np.unique(
             np.concatenate([flat, query, *headings]) if n else query, return_inverse=True
         )
@@ -326,10 +320,7 @@ def _anchor_shares(
     if not anchors:
         return np.zeros(n), np.zeros(n)
     in_text = np.array([_share(anchors, _folded(t)) for t in texts])
-    headings = [
-        _share(anchors, _folded(" ".join([c.chunk.title or "", *c.chunk.section])))
-        for c in candidates
-    ]
+    headings = [_share(anchors, _folded(heading_text(c.chunk))) for c in candidates]
     owner = [u.candidate for u in unitset.units]
     return in_text, np.array([headings[ci] for ci in owner])
 
@@ -372,7 +363,5 @@ def _headings(unitset: UnitSet, candidates: list[Candidate]) -> tuple[list[str],
     texts: dict[str, int] = {}
     of_candidate = []
     for candidate in candidates:
-        chunk = candidate.chunk
-        heading = " ".join([chunk.title or "", *chunk.section])
-        of_candidate.append(texts.setdefault(heading, len(texts)))
+        of_candidate.append(texts.setdefault(heading_text(candidate.chunk), len(texts)))
     return list(texts), [of_candidate[u.candidate] for u in unitset.units]

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from ragtrim.errors import BudgetError
 from ragtrim.packing.budget import fit_to_budget
-from ragtrim.packing.features import EvidenceState, Features, base_features
+from ragtrim.packing.features import HAND_WEIGHTS, EvidenceState, Features, base_features
 from ragtrim.packing.render import ELLIPSIS, header, render_naive, render_passages
 from ragtrim.packing.scorer import load_scorer
 from ragtrim.packing.selection import (
@@ -48,6 +48,7 @@ from ragtrim.packing.templates import (
     MESSAGE_OVERHEAD,
     REPLY_OVERHEAD,
     Rendered,
+    ReservedLines,
     Templates,
     reserved_lines,
     validate_passage_header,
@@ -114,9 +115,9 @@ class ContextPacker(Stage):
         #: COVID-QA 0.695 / 0.695 / 0.700 (scratch replay; the default is 0.25). With the hand
         #: mix 0.5 lost 3.6 (SQuAD) and 2.0 (bundled) points at 260 tokens; its default is 0.
         token_cost_exponent: float | None = Field(None, ge=0, le=1)
-        dense_weight: float = Field(0.35, ge=0)
-        lexical_weight: float = Field(0.35, ge=0)
-        chunk_weight: float = Field(0.3, ge=0)
+        dense_weight: float = Field(HAND_WEIGHTS[0], ge=0)
+        lexical_weight: float = Field(HAND_WEIGHTS[1], ge=0)
+        chunk_weight: float = Field(HAND_WEIGHTS[2], ge=0)
         #: hand mix: share of a unit's lexical score that also counts query terms in its title
         #: and section headings (a sentence under "Default ports" answers "which port"); the
         #: learned scorer has both coverages as features
@@ -174,22 +175,29 @@ class ContextPacker(Stage):
         if self.config.scorer == "learned":
             load_scorer(self.config.scorer_path)  # a bad parameter file fails at construction
 
+    #: defaults that differ by scorer: (learned, hand); the hand mix keeps the old packer's
+    _PER_SCORER: ClassVar[dict[str, tuple[float, float]]] = {
+        "token_cost_exponent": (0.25, 0.0),
+        "span_fill": (1, 0),
+    }
+
+    def _per_scorer(self, name: str):
+        value = getattr(self.config, name)
+        if value is not None:
+            return value
+        learned, hand = self._PER_SCORER[name]
+        return learned if self.config.scorer == "learned" else hand
+
     @property
     def cost_exponent(self) -> float:
-        cfg = self.config
-        if cfg.token_cost_exponent is not None:
-            return cfg.token_cost_exponent
-        return 0.25 if cfg.scorer == "learned" else 0.0
+        return float(self._per_scorer("token_cost_exponent"))
 
     @property
     def gap_fill(self) -> int:
-        cfg = self.config
-        if cfg.span_fill is not None:
-            return cfg.span_fill
-        return 1 if cfg.scorer == "learned" else 0
+        return int(self._per_scorer("span_fill"))
 
     @property
-    def reserved(self):
+    def reserved(self) -> ReservedLines:
         """The line starts this packer's templates reserve (see ``templates.reserved_lines``)."""
         cfg = self.config
         return reserved_lines(cfg.passage_header, (cfg.prompt_template, cfg.user_message))

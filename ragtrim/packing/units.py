@@ -14,10 +14,15 @@ from typing import Any
 import numpy as np
 
 from ragtrim.query import QueryContext
-from ragtrim.types import Candidate, Span
+from ragtrim.types import Candidate, Chunk, Span
 
 #: Markdown heading and code-fence lines: labels that carry no content of their own
 LABEL_PREFIXES = ("#", "```", "~~~")
+
+
+def heading_text(chunk: Chunk) -> str:
+    """The chunk's document title and section path: what the sentences under it are about."""
+    return " ".join([chunk.title or "", *chunk.section])
 
 
 @dataclass(slots=True)
