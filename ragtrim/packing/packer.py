@@ -172,8 +172,11 @@ class ContextPacker(Stage):
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
-        if self.config.scorer == "learned":
-            load_scorer(self.config.scorer_path)  # a bad parameter file fails at construction
+        # read once per packer (a bad parameter file fails here, not mid-query); a packer
+        # built after a refit rewrote the file reads the new one
+        self._scorer = (
+            load_scorer(self.config.scorer_path) if self.config.scorer == "learned" else None
+        )
 
     #: defaults that differ by scorer: (learned, hand); the hand mix keeps the old packer's
     _PER_SCORER: ClassVar[dict[str, tuple[float, float]]] = {
@@ -379,7 +382,8 @@ class ContextPacker(Stage):
         units = unitset.units
         if not units:
             return [], np.zeros(0, dtype=np.int64), "exhausted"
-        scorer = load_scorer(cfg.scorer_path)
+        scorer = self._scorer
+        assert scorer is not None  # built with the learned scorer
         state = EvidenceState(ctx, unitset, candidates)
         costs = np.array([u.cost for u in units], dtype=np.int64)
         selectable = ~np.array([u.label for u in units], dtype=bool)
