@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import functools
 import re
+import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -227,7 +229,18 @@ class EvidenceState:
         entry_unit = np.repeat(np.arange(n), lengths)
         flat = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
         query = ids_of(query_terms(ctx.query, default_tokenizer()))
-        headings = [ids_of(sentence_terms(heading_text(c.chunk))) for c in candidates]
+        headings = []
+        for candidate in candidates:
+            text = heading_text(candidate.chunk)
+            if vocabulary is None:
+                headings.append(ids_of(_heading_terms(text)))
+                continue
+            ids, unknown = _heading_ids(vocabulary, text)
+            if unknown:
+                ids = ids.copy()
+                for at, term in unknown:
+                    ids[at] = -1 - local.setdefault(term, len(local))
+            headings.append(ids)
         vocab, inverse = np.unique(
             np.concatenate([flat, query, *headings]) if n else query, return_inverse=True
         )
@@ -258,7 +271,10 @@ class EvidenceState:
             self.heading_candidate, weights=self.heading_idf, minlength=len(candidates)
         )
         self.owner = np.array([u.candidate for u in units], dtype=np.int64)
-        self.doc_of = np.unique([u.doc_id for u in units], return_inverse=True)[1]
+        documents: dict[str, int] = {}
+        self.doc_of = np.array(
+            [documents.setdefault(u.doc_id, len(documents)) for u in units], dtype=np.int64
+        )
         self.doc_chosen = np.zeros(int(self.doc_of.max()) + 1 if n else 0, dtype=bool)
         self.previous, self.following = _neighbours(unitset)
         self.adjacent = np.zeros(n, dtype=bool)
@@ -267,40 +283,86 @@ class EvidenceState:
         self.features = np.zeros((n, len(CONDITIONAL_FEATURES)))
         self.features[:, 1] = self._weighted(self.is_query) / self.query_mass
         self._redundancy = np.zeros(n)
+        # WHY: re-scoring after every choice dominated packing time. The question's own terms
+        # are a few columns, so the marginal coverage sums only their entries (the same sums,
+        # less the zeros).
+        on_query = np.flatnonzero(self.is_query[self.entry_column])
+        self._query_unit = self.entry_unit[on_query]
+        self._query_column = self.entry_column[on_query]
+        self._query_idf = self.entry_idf[on_query]
 
     def _weighted(self, wanted: np.ndarray) -> np.ndarray:
         weights = self.entry_idf * wanted[self.entry_column]
         return np.bincount(self.entry_unit, weights=weights, minlength=self.n)
 
     def add(self, unit: int) -> None:
-        """Choose ``unit`` and recompute every unit's conditional features."""
-        self.covered[self.entry_column[self.offsets[unit] : self.offsets[unit + 1]]] = True
-        remaining = ~self.covered & self.is_query
-        remaining_mass = float(self.idf[remaining].sum())
-        bridge = self.covered & ~self.is_query
-        title_bridge = np.bincount(
-            self.heading_candidate,
-            weights=self.heading_idf * bridge[self.heading_column],
-            minlength=len(self.heading_mass),
-        ) / np.maximum(self.heading_mass, 1e-12)
+        """Choose ``unit`` and update every unit's conditional features (the coverage shares
+        change only when the choice covers a term that was not covered yet)."""
+        columns = self.entry_column[self.offsets[unit] : self.offsets[unit + 1]]
+        new = columns[~self.covered[columns]]
+        self.covered[new] = True
+        f = self.features
+        f[:, 0] = 1.0
+        new_on_query = self.is_query[new]
+        if new_on_query.any():
+            remaining = ~self.covered & self.is_query
+            remaining_mass = float(self.idf[remaining].sum())
+            if remaining_mass:
+                marginal = np.bincount(
+                    self._query_unit,
+                    weights=self._query_idf * remaining[self._query_column],
+                    minlength=self.n,
+                )
+                f[:, 1] = marginal / remaining_mass
+            else:
+                f[:, 1] = 0.0
+        if not new_on_query.all():
+            bridge = self.covered & ~self.is_query
+            f[:, 2] = np.minimum(self._weighted(bridge) / self.query_mass, 1.0)
+            title_bridge = np.bincount(
+                self.heading_candidate,
+                weights=self.heading_idf * bridge[self.heading_column],
+                minlength=len(self.heading_mass),
+            ) / np.maximum(self.heading_mass, 1e-12)
+            f[:, 3] = title_bridge[self.owner]
         self.doc_chosen[self.doc_of[unit]] = True
         for neighbour in (self.previous[unit], self.following[unit]):
             if neighbour >= 0:
                 self.adjacent[neighbour] = True
         if self.vectors is not None:
-            np.maximum(
-                self._redundancy,
-                np.clip(self.vectors @ self.vectors[unit], 0.0, 1.0),
-                out=self._redundancy,
-            )
-        f = self.features
-        f[:, 0] = 1.0
-        f[:, 1] = self._weighted(remaining) / remaining_mass if remaining_mass else 0.0
-        f[:, 2] = np.minimum(self._weighted(bridge) / self.query_mass, 1.0)
-        f[:, 3] = title_bridge[self.owner]
+            # the running maximum starts at 0, so clipping it once at 1 equals clipping every
+            # similarity to [0, 1] first
+            np.maximum(self._redundancy, self.vectors @ self.vectors[unit], out=self._redundancy)
         f[:, 4] = self.doc_chosen[self.doc_of]
         f[:, 5] = self.adjacent
-        f[:, 6] = self._redundancy
+        f[:, 6] = np.minimum(self._redundancy, 1.0)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _heading_terms(text: str) -> tuple[str, ...]:
+    """A title and section path's terms (cached: every candidate of a document repeats it)."""
+    return tuple(sentence_terms(text))
+
+
+#: per index vocabulary, a heading's term ids and the (position, term) of those it lacks
+_HEADING_IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_HEADING_IDS_PER_VOCABULARY = 65_536
+
+
+def _heading_ids(vocabulary: Any, text: str) -> tuple[np.ndarray, tuple[tuple[int, str], ...]]:
+    """WHY cached: the same candidates' headings recur query after query, and looking their
+    terms up one by one was a tenth of the conditional scoring's set-up."""
+    known = _HEADING_IDS.setdefault(vocabulary, {})
+    if text not in known:
+        if len(known) >= _HEADING_IDS_PER_VOCABULARY:
+            known.clear()
+        terms = _heading_terms(text)
+        ids = [vocabulary.term_id(term) for term in terms]
+        unknown = tuple(
+            (at, term) for at, (term, i) in enumerate(zip(terms, ids, strict=True)) if i is None
+        )
+        known[text] = (np.array([-1 if i is None else i for i in ids], dtype=np.int64), unknown)
+    return known[text]
 
 
 @functools.lru_cache(maxsize=200_000)
@@ -346,7 +408,10 @@ def _take(values: np.ndarray, index: np.ndarray) -> np.ndarray:
 
 
 def _neighbours(unitset: UnitSet) -> tuple[np.ndarray, np.ndarray]:
-    """The unit before and after each unit in its own chunk (-1 where there is none)."""
+    """The unit before and after each unit in its own chunk (-1 where there is none); kept on
+    the unit set, as the base and the conditional features both read it."""
+    if unitset.neighbours is not None:
+        return unitset.neighbours
     units = unitset.units
     n = len(units)
     previous = np.full(n, -1, dtype=np.int64)
@@ -355,6 +420,7 @@ def _neighbours(unitset: UnitSet) -> tuple[np.ndarray, np.ndarray]:
         a, b = units[i - 1], units[i]
         if a.candidate == b.candidate and b.position == a.position + 1:
             previous[i], following[i - 1] = i - 1, i
+    unitset.neighbours = (previous, following)
     return previous, following
 
 

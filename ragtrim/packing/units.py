@@ -8,6 +8,7 @@ first candidate that holds it: sending it twice adds tokens and no information.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,9 +57,47 @@ class UnitSet:
     term_ids: list[np.ndarray | None] = field(default_factory=list)
     vocabulary: Any = None
     coverage: list[list[int]] = field(default_factory=list)
+    #: (previous, following) unit in the same chunk, filled by the first feature pass
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.units)
+
+
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    """What a unit takes from its chunk alone, whatever the question (offsets in the chunk)."""
+
+    start: int
+    end: int
+    text: str
+    cost: int
+    label: bool
+    lead: str
+
+
+@functools.lru_cache(maxsize=16_384)
+def _pieces(text: str, spans: tuple[Span, ...], token_count: int, sentences: bool) -> tuple:
+    """WHY cached: the same chunks come back query after query, and slicing, costing and
+    labelling their sentences was a fifth of the packing time (bench_packer_ab)."""
+    # selection only needs costs roughly (pro rata from the chunk's stored exact count):
+    # the rendered prompt is counted exactly afterwards and trimmed until it fits
+    tokens_per_char = token_count / max(len(text), 1)
+    out = []
+    for a, b in spans:
+        piece = text[a:b]
+        before = text[max(0, a - 16) : a]
+        out.append(
+            _Piece(
+                a,
+                b,
+                piece,
+                max(1, round(tokens_per_char * (b - a))) + 1,
+                sentences and piece.startswith(LABEL_PREFIXES),
+                before[len(before.rstrip()) :],
+            )
+        )
+    return tuple(out)
 
 
 def build_units(
@@ -83,36 +122,35 @@ def build_units(
         vectors = None
         if sentences and with_vectors:
             vectors = ctx.sentence_vectors(chunk) if chunk.sentences else ctx.chunk_vectors([chunk])
-        # selection only needs costs roughly (pro rata from the chunk's stored exact count):
-        # the rendered prompt is counted exactly afterwards and trimmed until it fits
-        tokens_per_char = chunk.token_count / max(len(chunk.text), 1)
+        pieces = _pieces(chunk.text, spans, chunk.token_count, sentences)
         stored = ctx.sentence_term_ids(chunk) if sentences and with_terms else None
         if stored is not None:
             out.vocabulary = stored[0]
         kept, covering = [], []
-        for si, (a, b) in enumerate(spans):
-            key = (chunk.doc_id, chunk.start + a, chunk.start + b)
-            text = chunk.text[a:b]
-            known = seen.get(key, same_text.get(text))
+        doc_id, title, offset, siblings = chunk.doc_id, chunk.title, chunk.start, len(spans)
+        for si, piece in enumerate(pieces):
+            key = (doc_id, offset + piece.start, offset + piece.end)
+            known = seen.get(key, same_text.get(piece.text))
             if known is not None:
                 covering.append(known)
                 continue
-            seen[key] = same_text[text] = len(out.units)
+            seen[key] = same_text[piece.text] = len(out.units)
             covering.append(len(out.units))
-            before = chunk.text[max(0, a - 16) : a]
             out.units.append(
                 Unit(
                     ci,
-                    chunk.doc_id,
-                    chunk.title,
+                    doc_id,
+                    title,
                     key[1],
                     key[2],
-                    text,
-                    cost=max(1, round(tokens_per_char * (b - a))) + 1,
-                    label=sentences and text.startswith(LABEL_PREFIXES),
-                    lead=before[len(before.rstrip()) :],
-                    position=si,
-                    siblings=len(spans),
+                    piece.text,
+                    0.0,
+                    piece.cost,
+                    False,
+                    piece.label,
+                    piece.lead,
+                    si,
+                    siblings,
                 )
             )
             kept.append(si)
