@@ -101,6 +101,9 @@ class ContextPacker(Stage):
         #: fill gaps of at most this many sentences between chosen sentences of one chunk
         #: (default: 1 with the learned scorer, 0 with the hand mix)
         span_fill: int | None = Field(None, ge=0)
+        #: send the whole chunk when its chosen sentences already cost at least this share of
+        #: its tokens (relevance spread over most of it); ``None``: never
+        chunk_fill: float | None = Field(None, gt=0, le=1)
         #: hand mix only (the learned scorer stops by ``min_probability`` and ranks by
         #: probability): selection, relative cutoff, score gap, redundancy penalty, weights
         selection: Literal["greedy", "knapsack"] = "greedy"
@@ -493,13 +496,13 @@ class ContextPacker(Stage):
         return [best]
 
     def _with_extras(self, units: list[Unit], chosen: list[int]) -> list[int]:
-        """Gap-filling, neighbour and chunk-first sentences: appended last, so the exact-budget
-        loop removes them first (they carry the lowest priority)."""
+        """Gap-filling, neighbour, chunk-first and chunk-filling sentences: appended last, so
+        the exact-budget loop removes them first (they carry the lowest priority)."""
         cfg = self.config
         if cfg.granularity != "sentence" or not chosen:
             return chosen
         fill = self.gap_fill
-        if not (cfg.neighbours or cfg.keep_first_sentence or fill):
+        if not (cfg.neighbours or cfg.keep_first_sentence or fill or cfg.chunk_fill):
             return chosen
         by_candidate: dict[int, list[int]] = {}
         for i, unit in enumerate(units):
@@ -508,11 +511,11 @@ class ContextPacker(Stage):
         floor = min(units[k].value for k in chosen)
         extra: list[int] = []
 
-        def add(j: int) -> None:
+        def add(j: int, below: float = floor) -> None:
             if j not in picked:
                 picked.add(j)
                 extra.append(j)
-                units[j].value = min(units[j].value, floor) - 1e-6
+                units[j].value = min(units[j].value, below) - 1e-6
 
         if fill:
             for siblings in by_candidate.values():
@@ -530,6 +533,16 @@ class ContextPacker(Stage):
             wanted += siblings[max(0, position - cfg.neighbours) : position + cfg.neighbours + 1]
             for j in wanted:
                 add(j)
+        if cfg.chunk_fill:
+            # below every other extra: the budget loop gives up whole chunks first
+            lowest = min(units[k].value for k in picked)
+            for siblings in by_candidate.values():
+                chosen_cost = sum(units[i].cost for i in siblings if i in picked)
+                if chosen_cost and chosen_cost >= cfg.chunk_fill * sum(
+                    units[i].cost for i in siblings
+                ):
+                    for i in siblings:
+                        add(i, lowest)
         return chosen + extra
 
     # ------------------------------------------------------------------ rendering

@@ -84,6 +84,7 @@ def _check_budget(
     question,
     scorer="hand",
     span_fill=0,
+    chunk_fill=None,
 ):
     counter = get_counter(encoding)
     if granularity == "chunk":
@@ -100,6 +101,7 @@ def _check_budget(
         neighbours=1,
         scorer=scorer,
         span_fill=span_fill,
+        chunk_fill=chunk_fill,
     )
     candidates = [
         _candidate(f"d{i % 4}-{i}", text, score, counter) for i, (text, score) in enumerate(items)
@@ -142,6 +144,7 @@ PACKINGS = (
     st.text(min_size=1, max_size=40).filter(str.strip),
     st.sampled_from(["learned", "hand"]),
     st.integers(0, 2),
+    st.sampled_from([None, 0.3, 0.6, 1.0]),
 )
 
 

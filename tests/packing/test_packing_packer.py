@@ -172,6 +172,30 @@ def test_adjacent_selected_sentences_merge_into_one_span():
     assert_source_map(result, {"relay": RELAY})
 
 
+def test_chunk_fill_sends_the_whole_chunk_when_its_chosen_sentences_cost_most_of_it():
+    relay = candidate("relay", RELAY, 1.0)
+    chosen = pack([relay], relative_threshold=0.9, neighbours=1)
+    # the share of the chunk's tokens is estimated pro rata from its characters
+    share = len(chosen.passages[0].text) / len(RELAY)
+    assert 0.2 < share < 0.9
+    below = pack([relay], relative_threshold=0.9, neighbours=1, chunk_fill=min(1.0, share + 0.1))
+    assert below.passages[0].text == chosen.passages[0].text
+    whole = pack([relay], relative_threshold=0.9, neighbours=1, chunk_fill=share - 0.1)
+    [passage] = whole.passages
+    assert passage.text == RELAY and passage.spans == ((0, len(RELAY)),)
+    assert_source_map(whole, {"relay": RELAY})
+    # filled sentences come last: a budget that holds only the chosen ones drops them first
+    tight = pack(
+        [relay],
+        budget=chosen.prompt_tokens,
+        relative_threshold=0.9,
+        neighbours=1,
+        chunk_fill=share - 0.1,
+    )
+    assert tight.prompt_tokens <= chosen.prompt_tokens and ANSWER in tight.context
+    assert ENTITY not in tight.context and COMPACTOR not in tight.context
+
+
 # ---------------------------------------------------------------- chunk granularity
 
 
