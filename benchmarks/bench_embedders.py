@@ -357,15 +357,13 @@ def render(r: dict[str, Any]) -> str:
         + ".",
         "",
         "**Default embedder: unchanged** (`SentenceTransformerEmbedder`, torch fp32). ONNX fp32 "
-        "gives torch's vectors (cosine 1.000000 to 6 places) and ONNX int8 is the fast one, but "
-        f"int8's nDCG@10 difference here ({d8['mean']:+.4f}, 95% CI [{d8['ci95'][0]:+.4f}, "
-        f"{d8['ci95'][1]:+.4f}]) does not show it within 0.5 point of torch, the full pipeline "
-        "was not measured per backend, and a new default would change every benchmark number "
-        "and every cache key. `OnnxEmbedder` is opt-in, and the way to run without torch.",
-        "",
-        "Not measured here: the full chunked SciFact pipeline (hybrid retrieval + reranker) and "
-        "the bench headline on the other `../shared` data sets per backend (each needs a full "
-        "ingestion per backend, ~15 min for torch on SciFact alone).",
+        "gives torch's vectors (cosine 1.000000 to 6 places) and ONNX int8 is the fast one; on "
+        f"this subset int8's nDCG@10 difference is {d8['mean']:+.4f} (95% CI "
+        f"[{d8['ci95'][0]:+.4f}, {d8['ci95'][1]:+.4f}]). The whole pipeline per backend (the "
+        "bench headline on every data set and full-corpus SciFact nDCG@10) is in "
+        "[backends.md](backends.md) (`python benchmarks/bench_backends.py`). A new default would "
+        "change every benchmark number and every cache key, so `OnnxEmbedder` stays opt-in: it "
+        "is the way to run without torch.",
         "",
         *footer(r["environment"], "torch", "onnxruntime", "sentence_transformers", "cpus"),
     ]
