@@ -194,9 +194,7 @@ def render(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--backends", nargs="+", default=["torch-fp32", "onnx-int8"], choices=list(BACKENDS)
-    )
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     args = parser.parse_args()
     started = time.perf_counter()
