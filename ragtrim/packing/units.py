@@ -79,7 +79,7 @@ class _Piece:
 @functools.lru_cache(maxsize=16_384)
 def _pieces(text: str, spans: tuple[Span, ...], token_count: int, sentences: bool) -> tuple:
     """WHY cached: the same chunks come back query after query, and slicing, costing and
-    labelling their sentences was a fifth of the packing time (bench_packer_ab)."""
+    labelling their sentences was a fifth of the packing time (timed per phase)."""
     # selection only needs costs roughly (pro rata from the chunk's stored exact count):
     # the rendered prompt is counted exactly afterwards and trimmed until it fits
     tokens_per_char = token_count / max(len(text), 1)
